@@ -1,0 +1,107 @@
+"""Backprop training of the student: the snapshot of Phase 6 (DESIGN.md §5.1).
+
+Training is resumable: with a checkpoint manager, the run restores the latest
+complete step and continues; batches are drawn with `fold_in(key, step)`, so an
+interrupted and resumed run ends where an uninterrupted one does.
+"""
+from typing import Callable, Optional
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from creditfield import checkpoints
+from creditfield import datasets
+from creditfield import student as student_lib
+from creditfield import training_loop
+
+
+@flax.struct.dataclass
+class TrainState:
+  params: dict
+  opt_state: optax.OptState
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+  if cfg.lr <= 0:
+    raise ValueError(f"config.snapshot.lr must be > 0, got {cfg.lr}.")
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, cfg.lr, min(cfg.warmup_steps, max(cfg.steps - 1, 0)), max(cfg.steps, 1))
+  return optax.adamw(schedule, weight_decay=cfg.weight_decay)
+
+
+def evaluate(spec, params, x, y, batch_size: int = 2048) -> dict:
+  """Mean loss (and accuracy for classification) over a whole split, in fixed batches."""
+  @jax.jit
+  def sums(params, xb, yb):
+    logits = student_lib.forward(spec, params, xb)[1]
+    out = {"loss": student_lib.per_sample_loss(spec, logits, yb).sum()}
+    if spec.task == "classification":
+      out["accuracy"] = jnp.sum(jnp.argmax(logits, -1) == yb)
+    return out
+
+  n = x.shape[0]
+  totals = None
+  for start in range(0, n, batch_size):
+    part = sums(params, x[start:start + batch_size], y[start:start + batch_size])
+    totals = part if totals is None else jax.tree.map(jnp.add, totals, part)
+  return {k: float(v) / n for k, v in totals.items()}
+
+
+def train(spec: student_lib.StudentSpec, dataset: datasets.Dataset, cfg, key, *,
+          mngr=None, meta: Optional[dict] = None,
+          on_metrics: Optional[Callable[[list], None]] = None):
+  """Trains the student by backprop; returns (params, opt_state, last eval dict).
+
+  With `mngr` (an Orbax CheckpointManager) it resumes from the latest step,
+  saves every `cfg.checkpoint_every` steps and at the end; `meta` (config,
+  fingerprint) is stored beside the arrays.
+  """
+  spec = spec.with_guard(False)  # the snapshot is ordinary backprop
+  k_init, k_steps = jax.random.split(key)
+  optimizer = make_optimizer(cfg)
+  params = student_lib.init_params(spec, k_init, cfg.residual_scale)
+  state = TrainState(params, optimizer.init(params))
+  start = 0
+  meta = dict(meta or {}, spec=checkpoints.spec_to_json(spec))
+  if mngr is not None and mngr.latest_step() is not None:
+    start = mngr.latest_step()
+    params, opt_state, stored = checkpoints.restore(mngr, start, state.params, state.opt_state)
+    checkpoints.check_spec(stored["spec"], spec, str(mngr.directory))
+    state = TrainState(params, opt_state)
+    logging.info("Resuming the snapshot from step %d of %s.", start, mngr.directory)
+
+  def step_fn(data, state, step):
+    x_all, y_all = data
+    x, y = datasets.sample_batch(jax.random.fold_in(k_steps, step), x_all, y_all,
+                                 cfg.batch_size)
+    loss, grads = jax.value_and_grad(student_lib.mean_loss, argnums=1)(spec, state.params, x, y)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt_state), {"loss": loss}
+
+  history = []
+
+  def on_chunk(first_step, metrics, state):
+    last = first_step + len(metrics["loss"])
+    records = training_loop.per_step_records(first_step, metrics, phase="snapshot_train")
+    if last % cfg.eval_every == 0 or last == cfg.steps:
+      ev = evaluate(spec, state.params, dataset.x_test, dataset.y_test)
+      history.append(dict(step=last, **ev))
+      records.append(dict(phase="snapshot_eval", step=last, **{f"test_{k}": v for k, v in ev.items()}))
+      logging.info("snapshot eval at step %d: %s", last, ev)
+    if on_metrics is not None:
+      on_metrics(records)
+    if mngr is not None and (last % cfg.checkpoint_every == 0 or last == cfg.steps):
+      checkpoints.save(mngr, last, state.params, state.opt_state,
+                       dict(meta, step=last, eval=history[-1] if history else {}))
+
+  chunk = training_loop.chunk_size(cfg.steps, min(cfg.log_every, cfg.eval_every,
+                                                  cfg.checkpoint_every))
+  state = training_loop.run(
+      step_fn, state, (dataset.x_train, dataset.y_train), start=start, num_steps=cfg.steps,
+      chunk_size=chunk, what="snapshot (backprop)", on_chunk=on_chunk,
+      last_good=lambda: f"{mngr.directory}/{mngr.latest_step()}" if mngr and mngr.latest_step() else "")
+  final = evaluate(spec, state.params, dataset.x_test, dataset.y_test)
+  return state.params, state.opt_state, final

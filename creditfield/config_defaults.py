@@ -1,0 +1,81 @@
+"""The default config every study starts from, and the `name.py:arg,arg` parser.
+
+Config files in configs/ import `base_config()` and change what their study needs
+(the big_vision pattern). Name lists are comma-separated strings, so
+`--config.credit.names=oracle,vector_field` works on the command line.
+"""
+import importlib.util
+
+import ml_collections
+
+ARGS = ("synthetic", "runlocal")
+
+
+def parse_args(arg) -> set[str]:
+  """'synthetic,runlocal' -> {'synthetic', 'runlocal'}; refuses unknown args."""
+  args = {a.strip() for a in (arg or "").split(",") if a.strip()}
+  unknown = args - set(ARGS)
+  if unknown:
+    raise ValueError(f"Unknown config arg(s) {sorted(unknown)}; valid args are {ARGS}, "
+                     "e.g. --config=configs/phase1.py:synthetic,runlocal")
+  return args
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.experiment = "phase1"
+  c.seed = 0
+  c.num_seeds = 1
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "cifar10"
+  c.data.dir = ""  # an image-folder copy, e.g. ../shared/data/cifar10
+  c.data.tfds_data_dir = ""  # where TFDS keeps prepared (array_record) datasets
+  c.data.synthetic = ml_collections.ConfigDict(dict(
+      task="classification", in_dim=64, num_outputs=10, teacher_depth=4, teacher_width=128,
+      alpha=1.0, num_train=16384, num_test=4096))
+
+  c.student = ml_collections.ConfigDict(dict(depth=4, width=256, expansion=2))
+
+  # The BP snapshot (DESIGN.md §5.1); `path` restores one instead of training.
+  c.snapshot = ml_collections.ConfigDict(dict(
+      path="", steps=4000, batch_size=256, lr=1e-3, weight_decay=1e-4, warmup_steps=200,
+      residual_scale=1.0, eval_every=500, checkpoint_every=1000, log_every=100))
+
+  c.credit = ml_collections.ConfigDict()
+  c.credit.names = "oracle,dfa,identity,forward_gradient"
+  c.credit.M = 8
+  c.credit.M_values = ()  # several M for forward_gradient / vector_field; () = (M,)
+  c.credit.conditioning = "label"  # label | error | delta_L
+  c.credit.directions = "gaussian"  # gaussian | rademacher
+  c.credit.targets = "fd"  # vector_field targets: fd | central | jvp
+  c.credit.fd_eps = 1e-2
+  c.credit.time_dim = 16
+  c.credit.forward_gradient = ml_collections.ConfigDict(dict(targets="jvp"))
+  c.credit.vector_field = ml_collections.ConfigDict(dict(
+      hidden=(512, 512), beta=1.0, smoothness=0.0, residual=False, output_scale="none"))
+  c.credit.scalar_bridge = ml_collections.ConfigDict(dict(
+      hidden=(512, 512), num_noise=4, tau=0.1, sigma=0.1, bridge_weight=1.0,
+      value_weight=1.0, gradient_weight=1.0))
+
+  # Training of learned estimators against the frozen student.
+  c.estimator = ml_collections.ConfigDict(dict(
+      steps=2000, batch_size=256, lr=1e-3, schedule="cosine", warmup_steps=100,
+      ema_decay=0.99, grad_clip=1.0, log_every=100))
+
+  c.diagnostics = ml_collections.ConfigDict(dict(
+      batch_size=1024, num_directions=8, sigma=1e-3, nudge_eps=1e-2))
+  return c
+
+
+def use_synthetic(c: ml_collections.ConfigDict) -> None:
+  c.data.name = "synthetic"
+  c.student.width = 128
+
+
+def load(path: str, arg=None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config file at `path` (for notebooks and tests)."""
+  module_spec = importlib.util.spec_from_file_location("creditfield_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg)

@@ -1,0 +1,80 @@
+"""Training a learned credit estimator against a frozen student (frozen-feature protocol)."""
+from typing import Callable, Optional
+
+import flax
+import jax
+import optax
+
+from creditfield import datasets
+from creditfield import training_loop
+from creditfield.estimators import base
+
+
+@flax.struct.dataclass
+class EstimatorState:
+  step: jax.Array
+  params: dict
+  ema_params: dict
+  opt_state: optax.OptState
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+  """Adam on the credit net, with a constant or warmup-cosine schedule and clipping."""
+  if cfg.lr <= 0:
+    raise ValueError(f"config.estimator.lr must be > 0, got {cfg.lr}.")
+  if cfg.schedule == "constant":
+    schedule = cfg.lr
+  elif cfg.schedule == "cosine":
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.lr, min(cfg.warmup_steps, max(cfg.steps - 1, 0)), max(cfg.steps, 1))
+  else:
+    raise ValueError(f"Unknown config.estimator.schedule {cfg.schedule!r}; "
+                     "expected 'constant' or 'cosine'.")
+  chain = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip else []
+  return optax.chain(*chain, optax.adam(schedule))
+
+
+def init_params(estimator: base.CreditEstimator, key, student_params, x, y):
+  acts = estimator.activations(student_params, x, y)
+  return estimator.init(key, student_params, acts)
+
+
+def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, key,
+          on_metrics: Optional[Callable[[list], None]] = None, **tags):
+  """Trains `estimator` for `cfg.steps` steps; returns its parameters (phi).
+
+  Batches are drawn with `fold_in(key, step)`, so the run is a function of `key`.
+  A non-learned estimator returns its fixed parameters untouched.
+  """
+  k_init, k_steps = jax.random.split(key)
+  x0, y0 = datasets.sample_batch(k_init, x_train, y_train, cfg.batch_size)
+  phi = init_params(estimator, k_init, student_params, x0, y0)
+  if not estimator.learned or cfg.steps == 0:
+    return phi
+  optimizer = make_optimizer(cfg)
+  state = EstimatorState(step=jax.numpy.zeros((), jax.numpy.int32), params=phi,
+                         ema_params=jax.tree.map(jax.numpy.copy, phi),
+                         opt_state=optimizer.init(phi))
+
+  def step_fn(data, state, step):
+    student, x_all, y_all = data
+    k_batch, k_loss = jax.random.split(jax.random.fold_in(k_steps, step))
+    x, y = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
+    acts = estimator.activations(student, x, y)
+    grads, metrics = jax.grad(estimator.loss, has_aux=True)(
+        state.params, state.ema_params, student, acts, k_loss)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = optax.incremental_update(params, state.ema_params, 1.0 - cfg.ema_decay)
+    return EstimatorState(state.step + 1, params, ema, opt_state), metrics
+
+  def on_chunk(first_step, metrics, state):
+    del state
+    if on_metrics is not None:
+      on_metrics(training_loop.per_step_records(first_step, metrics, **tags))
+
+  state = training_loop.run(
+      step_fn, state, (student_params, x_train, y_train), start=0, num_steps=cfg.steps,
+      chunk_size=training_loop.chunk_size(cfg.steps, cfg.log_every),
+      what=f"estimator {estimator.name}", on_chunk=on_chunk)
+  return state.params

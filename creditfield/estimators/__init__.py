@@ -1,0 +1,55 @@
+"""Credit estimators by name (the names used in configs, tables and DESIGN.md)."""
+import jax
+
+from creditfield.estimators.base import CreditEstimator
+from creditfield.estimators.baselines import dfa, forward_gradient, identity, oracle
+from creditfield.estimators.scalar_bridge import ScalarBridgeConfig, scalar_bridge
+from creditfield.estimators.vector_field import VectorFieldConfig, vector_field
+
+NAMES = ("oracle", "dfa", "identity", "forward_gradient", "scalar_bridge", "vector_field")
+# Estimators whose cost and quality depend on the number of directions M.
+USES_M = ("forward_gradient", "vector_field")
+
+
+def parse_names(names: str) -> tuple[str, ...]:
+  """'oracle,dfa' -> ('oracle', 'dfa'), refusing unknown or repeated names."""
+  parsed = tuple(n.strip() for n in str(names).split(",") if n.strip())
+  unknown = [n for n in parsed if n not in NAMES]
+  if not parsed or unknown:
+    raise ValueError(
+        f"Unknown credit estimator name(s) {unknown or [names]} in config.credit.names="
+        f"{names!r}; valid names are {', '.join(NAMES)} (comma-separated).")
+  if len(set(parsed)) != len(parsed):
+    raise ValueError(f"config.credit.names={names!r} repeats a name.")
+  return parsed
+
+
+def make(name: str, spec, credit_config, key: jax.Array, num_directions=None) -> CreditEstimator:
+  """Builds estimator `name` from `config.credit`; `num_directions` overrides M."""
+  c = credit_config
+  m = c.M if num_directions is None else num_directions
+  if m < 1:
+    raise ValueError(f"The number of directions M must be >= 1, got {m}.")
+  if name == "oracle":
+    return oracle(spec)
+  if name == "dfa":
+    return dfa(spec, key)
+  if name == "identity":
+    return identity(spec)
+  if name == "forward_gradient":
+    return forward_gradient(spec, m, c.directions, c.forward_gradient.targets, c.fd_eps)
+  if name == "vector_field":
+    v = c.vector_field
+    return vector_field(spec, VectorFieldConfig(
+        num_directions=m, hidden=tuple(v.hidden), time_dim=c.time_dim,
+        conditioning=c.conditioning, directions=c.directions, targets=c.targets,
+        eps=c.fd_eps, beta=v.beta, smoothness=v.smoothness, residual=v.residual,
+        output_scale=v.output_scale))
+  if name == "scalar_bridge":
+    s = c.scalar_bridge
+    return scalar_bridge(spec, ScalarBridgeConfig(
+        hidden=tuple(s.hidden), time_dim=c.time_dim, conditioning=c.conditioning,
+        num_noise=s.num_noise, tau=s.tau, sigma=s.sigma, bridge_weight=s.bridge_weight,
+        value_weight=s.value_weight, gradient_weight=s.gradient_weight))
+  parse_names(name)  # raises with the list of valid names
+  raise AssertionError(name)

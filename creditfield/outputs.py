@@ -1,0 +1,185 @@
+"""What every run writes to its workdir (DESIGN.md §6).
+
+config.json, results.json ({"rows": [...], "meta": {...}}), results.csv,
+results.md, metrics.jsonl and the printed table.
+"""
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from typing import Iterable, Sequence
+
+import jax
+import numpy as np
+
+import creditfield
+
+ROW_KEYS = ("study", "credit", "M", "conditioning", "targets", "rule", "eta", "lr", "k",
+            "seed", "layer", "gamma", "gamma_std", "rho", "rho_std", "nudge", "nudge_std",
+            "delta_loss_update", "delta_loss_update_std", "delta_loss_heldout",
+            "delta_loss_heldout_std", "accuracy", "accuracy_std", "loss", "loss_std",
+            "estimator_loss", "seconds", "num_seeds")
+
+
+class WorkdirConflictError(RuntimeError):
+  """The workdir holds a different run's results."""
+
+
+def prepare_workdir(workdir: str, config_json: str) -> bool:
+  """Creates `workdir` and writes config.json; returns True when resuming the same run.
+
+  Refuses a workdir whose config.json differs: nothing there is overwritten.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  new = json.loads(config_json)
+  if os.path.exists(path):
+    with open(path) as f:
+      try:
+        old = json.load(f)
+      except json.JSONDecodeError:
+        old = None
+    if old != new:
+      raise WorkdirConflictError(
+          f"The workdir {workdir} holds a different run (its config.json differs from this "
+          "config). Choose a new --workdir, or rerun with the same config to resume.")
+    return True
+  _atomic_write(path, json.dumps(new, indent=2, sort_keys=True))
+  return False
+
+
+def _atomic_write(path: str, text: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+class MetricsWriter:
+  """Appends JSON lines to workdir/metrics.jsonl."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+
+  def __call__(self, records: Iterable[dict]) -> None:
+    with open(self.path, "a") as f:
+      for r in records:
+        f.write(json.dumps(r, sort_keys=True) + "\n")
+
+  def read(self) -> list[dict]:
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+
+
+def git_commit() -> str:
+  try:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+    return out.stdout.strip() if out.returncode == 0 else ""
+  except (OSError, subprocess.SubprocessError):
+    return ""
+
+
+def run_meta(dataset=None, **extra) -> dict:
+  devices = jax.devices()
+  meta = {
+      "creditfield_version": creditfield.__version__,
+      "git_commit": git_commit(),
+      "jax_version": jax.__version__,
+      "backend": jax.default_backend(),
+      "devices": [str(d) for d in devices],
+      "num_devices": len(devices),
+      "device_kind": devices[0].device_kind,
+      "python": platform.python_version(),
+  }
+  if dataset is not None:
+    meta.update(data_source=dataset.name, data_fingerprint=dataset.fingerprint)
+  meta.update(extra)
+  return meta
+
+
+def _ordered_keys(rows: Sequence[dict]) -> list[str]:
+  present = {k for r in rows for k in r}
+  return [k for k in ROW_KEYS if k in present] + sorted(present - set(ROW_KEYS))
+
+
+def _clean(v):
+  if isinstance(v, (np.floating, np.integer)):
+    v = v.item()
+  if isinstance(v, float) and not math.isfinite(v):
+    return str(v)
+  return v
+
+
+def write_results(workdir: str, rows: Sequence[dict], meta: dict, columns=None) -> None:
+  rows = [{k: _clean(v) for k, v in r.items()} for r in rows]
+  _atomic_write(os.path.join(workdir, "results.json"),
+                json.dumps({"rows": rows, "meta": meta}, indent=1, sort_keys=True))
+  keys = _ordered_keys(rows)
+  tmp = os.path.join(workdir, "results.csv.tmp")
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(tmp, os.path.join(workdir, "results.csv"))
+  if columns:
+    _atomic_write(os.path.join(workdir, "results.md"), markdown_table(rows, columns) + "\n")
+
+
+def _fmt(v) -> str:
+  if isinstance(v, float):
+    return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+  return "" if v is None else str(v)
+
+
+def _cell(row: dict, key: str) -> str:
+  value = row.get(key)
+  std = row.get(f"{key}_std")
+  if isinstance(value, float) and isinstance(std, float) and row.get("num_seeds", 1) > 1:
+    return f"{_fmt(value)} ± {_fmt(std)}"
+  return _fmt(value)
+
+
+def text_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+  cells = [[_cell(r, c) for c in columns] for r in rows]
+  widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+  line = lambda items: "  ".join(s.ljust(w) for s, w in zip(items, widths))
+  return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+  out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  out += ["| " + " | ".join(_cell(r, c) for c in columns) + " |" for r in rows]
+  return "\n".join(out)
+
+
+def summarize(rows: Sequence[dict], group_keys: Sequence[str], metrics: Sequence[str]) -> list[dict]:
+  """Mean and std over seeds of `metrics`, per combination of `group_keys`."""
+  groups: dict[tuple, list[dict]] = {}
+  for r in rows:
+    groups.setdefault(tuple(r.get(k) for k in group_keys), []).append(r)
+  out = []
+  for key, members in groups.items():
+    row = {k: v for k, v in zip(group_keys, key) if v is not None}
+    row["seed"] = "all"
+    row["num_seeds"] = len(members)
+    for m in metrics:
+      values = [r[m] for r in members if r.get(m) is not None]
+      if values:
+        row[m] = float(np.mean(values))
+        row[f"{m}_std"] = float(np.std(values))
+    out.append(row)
+  return out
+
+
+class Stopwatch:
+  def __init__(self):
+    self.start = time.perf_counter()
+
+  def seconds(self) -> float:
+    return time.perf_counter() - self.start

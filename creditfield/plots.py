@@ -1,0 +1,60 @@
+"""PNG plots for the workdir: per-layer Gamma, training curves, Delta-loss sweeps."""
+from typing import Callable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+
+def _save(fig, path: str) -> None:
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def lines(rows: Sequence[dict], path: str, *, x: str, y: str, label: Callable[[dict], str],
+          title: str = "", xlog: bool = False, ylabel: str = "") -> None:
+  """One line per label: `y` (with `y_std` error bars where present) against `x`."""
+  series: dict[str, list[dict]] = {}
+  for r in rows:
+    if r.get(x) is not None and r.get(y) is not None:
+      series.setdefault(label(r), []).append(r)
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  for name, members in series.items():
+    members = sorted(members, key=lambda r: r[x])
+    ax.errorbar([r[x] for r in members], [r[y] for r in members],
+                yerr=[r.get(f"{y}_std", 0.0) for r in members], marker="o", capsize=3,
+                label=name)
+  if xlog:
+    ax.set_xscale("log")
+  ax.set_xlabel(x)
+  ax.set_ylabel(ylabel or y)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  if series:
+    ax.legend(fontsize=7)
+  _save(fig, path)
+
+
+def training_curves(records: Sequence[dict], path: str, *, keys: Sequence[str],
+                    label: Callable[[dict], str], title: str = "") -> None:
+  """Per-step metrics from metrics.jsonl, one panel per key, log scale."""
+  fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    series: dict[str, tuple[list, list]] = {}
+    for r in records:
+      if key in r:
+        xs, ys = series.setdefault(label(r), ([], []))
+        xs.append(r["step"])
+        ys.append(r[key])
+    for name, (xs, ys) in series.items():
+      ax.plot(xs, ys, label=name, lw=1)
+    ax.set_yscale("log" if all(v > 0 for _, ys in series.values() for v in ys) else "linear")
+    ax.set_xlabel("step")
+    ax.set_title(key)
+    ax.grid(alpha=0.3)
+  if any(ax.lines for ax in axes[0]):
+    axes[0][0].legend(fontsize=7)
+  fig.suptitle(title)
+  _save(fig, path)

@@ -1,0 +1,26 @@
+"""Dispatches a config to its study; turns user mistakes into one clear message."""
+import sys
+
+from absl import logging
+
+EXPERIMENTS = ("phase1", "pivot")
+
+
+def run_experiment(config, workdir: str) -> dict:
+  """Runs `config.experiment` and returns its {"rows", "meta"}."""
+  name = config.experiment
+  if name in ("phase1", "pivot"):
+    from creditfield.studies import credit_quality  # pylint: disable=g-import-not-at-top
+    return credit_quality.run(config, workdir)
+  raise ValueError(f"Unknown experiment {name!r}; expected one of {EXPERIMENTS}.")
+
+
+def main(config, workdir: str) -> dict:
+  """Entry point for experiments/main.py: a user error exits 1 with a one-paragraph message."""
+  from creditfield import user_errors  # pylint: disable=g-import-not-at-top
+  try:
+    return run_experiment(config, workdir)
+  except user_errors.USER_ERRORS as e:
+    logging.error("%s", e)
+    sys.stderr.write(f"\ncreditfield error: {e}\n")
+    sys.exit(1)

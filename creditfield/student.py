@@ -1,0 +1,212 @@
+"""The residual student (DESIGN.md §1) as pure functions of a parameter pytree.
+
+    h_0 = embed(x);  h_{l+1} = h_l + F_l(h_l);  z = head(h_L)
+    F_l(h) = W2 gelu(W1 LN(h) + b1) + b2;        head(h) = W_o LN(h) + b_o
+
+Block parameters are stacked on a leading layer axis, so depth is a `lax.scan`
+and "start at layer l" is a traced integer that `vmap` can batch over.
+Shapes: B batch, D width, H = expansion * D, C outputs, L depth.
+"""
+import dataclasses
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from creditfield import guard
+
+Params = Any
+TASKS = ("classification", "regression")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentSpec:
+  """Static architecture of the student; hashable, so it can be a jit static arg.
+
+  `guarded=True` wraps every hidden block in the no-hidden-BP guard.
+  """
+  in_dim: int
+  width: int
+  depth: int
+  num_outputs: int
+  expansion: int = 2
+  task: str = "classification"
+  guarded: bool = False
+
+  def __post_init__(self):
+    if self.task not in TASKS:
+      raise ValueError(f"Unknown task {self.task!r}; expected one of {TASKS}.")
+    for name in ("in_dim", "width", "depth", "num_outputs", "expansion"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"Student {name} must be >= 1, got {getattr(self, name)}.")
+
+  def with_guard(self, guarded: bool = True) -> "StudentSpec":
+    return dataclasses.replace(self, guarded=guarded)
+
+
+@flax.struct.dataclass
+class Activations:
+  """One forward pass and what is local at the output (DESIGN.md §2 `context`).
+
+  hs: (L+1, B, D) activations h_0..h_L; error: dL/dz; delta_L: dl/dh_L (head only).
+  """
+  x: jax.Array
+  y: jax.Array
+  hs: jax.Array
+  logits: jax.Array
+  loss: jax.Array
+  error: jax.Array
+  delta_L: jax.Array
+
+
+def _dense_init(key, fan_in, fan_out):
+  return jax.random.normal(key, (fan_in, fan_out)) / jnp.sqrt(fan_in)
+
+
+def init_params(spec: StudentSpec, key: jax.Array, residual_scale: float = 1.0) -> Params:
+  """LeCun-normal dense layers; `residual_scale` multiplies each block's W2, b2."""
+  d, h, L = spec.width, spec.expansion * spec.width, spec.depth
+  k_embed, k_w1, k_w2, k_head = jax.random.split(key, 4)
+  w1 = jax.vmap(lambda k: _dense_init(k, d, h))(jax.random.split(k_w1, L))
+  w2 = jax.vmap(lambda k: _dense_init(k, h, d))(jax.random.split(k_w2, L))
+  return {
+      "embed": {"w": _dense_init(k_embed, spec.in_dim, d), "b": jnp.zeros((d,))},
+      "blocks": {
+          "ln_scale": jnp.ones((L, d)), "ln_bias": jnp.zeros((L, d)),
+          "w1": w1, "b1": jnp.zeros((L, h)),
+          "w2": residual_scale * w2, "b2": jnp.zeros((L, d)),
+      },
+      "head": {
+          "ln_scale": jnp.ones((d,)), "ln_bias": jnp.zeros((d,)),
+          "w": _dense_init(k_head, d, spec.num_outputs),
+          "b": jnp.zeros((spec.num_outputs,)),
+      },
+  }
+
+
+def layer_norm(h, scale=None, bias=None, eps=1e-6):
+  mean = h.mean(-1, keepdims=True)
+  var = jnp.square(h - mean).mean(-1, keepdims=True)
+  out = (h - mean) * jax.lax.rsqrt(var + eps)
+  if scale is not None:
+    out = out * scale + bias
+  return out
+
+
+def embed(params: Params, x_BxI: jax.Array) -> jax.Array:
+  return x_BxI @ params["embed"]["w"] + params["embed"]["b"]
+
+
+def block_residual(block_params: Params, h_BxD: jax.Array) -> jax.Array:
+  """F_l(h) for one block's (unstacked) parameters."""
+  u = layer_norm(h_BxD, block_params["ln_scale"], block_params["ln_bias"])
+  u = jax.nn.gelu(u @ block_params["w1"] + block_params["b1"])
+  return u @ block_params["w2"] + block_params["b2"]
+
+
+_guarded_block_residual = guard.guard_block(block_residual)
+
+
+def residual_fn(spec: StudentSpec):
+  return _guarded_block_residual if spec.guarded else block_residual
+
+
+def head(params: Params, h_BxD: jax.Array) -> jax.Array:
+  p = params["head"]
+  return layer_norm(h_BxD, p["ln_scale"], p["ln_bias"]) @ p["w"] + p["b"]
+
+
+def per_sample_loss(spec: StudentSpec, logits_BxC: jax.Array, y: jax.Array) -> jax.Array:
+  """Cross-entropy (y: int labels, B) or 1/2 squared error (y: targets, BxC); shape (B,)."""
+  if spec.task == "classification":
+    logp = jax.nn.log_softmax(logits_BxC)
+    return -jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  return 0.5 * jnp.sum(jnp.square(logits_BxC - y), axis=-1)
+
+
+def output_error(spec: StudentSpec, logits_BxC: jax.Array, y: jax.Array) -> jax.Array:
+  """dl/dz: softmax(z) - onehot(y), or z - y for regression."""
+  if spec.task == "classification":
+    return jax.nn.softmax(logits_BxC) - jax.nn.one_hot(y, spec.num_outputs)
+  return logits_BxC - y
+
+
+def blocks_forward(spec: StudentSpec, params: Params, h0_BxD: jax.Array):
+  """Runs all blocks; returns h_L and the stack h_0..h_L of shape (L+1, B, D)."""
+  residual = residual_fn(spec)
+
+  def step(h, block_params):
+    return h + residual(block_params, h), h
+
+  h_L, hs = jax.lax.scan(step, h0_BxD, params["blocks"])
+  return h_L, jnp.concatenate([hs, h_L[None]], axis=0)
+
+
+def forward(spec: StudentSpec, params: Params, x_BxI: jax.Array):
+  """Returns (hs of shape (L+1, B, D), logits of shape (B, C))."""
+  h_L, hs = blocks_forward(spec, params, embed(params, x_BxI))
+  return hs, head(params, h_L)
+
+
+def loss_from_hidden(spec: StudentSpec, params: Params, h_L: jax.Array, y) -> jax.Array:
+  return per_sample_loss(spec, head(params, h_L), y)
+
+
+def forward_from(spec: StudentSpec, params: Params, h_BxD: jax.Array, layer, y) -> jax.Array:
+  """Per-sample losses (B,) from activation `h_BxD` at layer `layer` (0..L).
+
+  Runs blocks layer..L-1 and the head. `layer` may be traced (e.g. vmapped):
+  blocks before it are masked to the identity.
+  """
+  residual = residual_fn(spec)
+
+  def step(h, inputs):
+    index, block_params = inputs
+    return jnp.where(index >= layer, h + residual(block_params, h), h), None
+
+  indices = jnp.arange(spec.depth)
+  h_L, _ = jax.lax.scan(step, h_BxD, (indices, params["blocks"]))
+  return loss_from_hidden(spec, params, h_L, y)
+
+
+def delta_L(spec: StudentSpec, params: Params, h_L: jax.Array, y) -> jax.Array:
+  """dl_b/dh_L per sample, through the head only (output-local)."""
+  return jax.grad(lambda h: loss_from_hidden(spec, params, h, y).sum())(h_L)
+
+
+def activations(spec: StudentSpec, params: Params, x, y) -> Activations:
+  hs, logits = forward(spec, params, x)
+  return Activations(
+      x=x, y=y, hs=hs, logits=logits, loss=per_sample_loss(spec, logits, y),
+      error=output_error(spec, logits, y), delta_L=delta_L(spec, params, hs[-1], y))
+
+
+def oracle_grads(spec: StudentSpec, params: Params, x, y) -> jax.Array:
+  """Exact per-sample g_l = dl_b/dh_l for l = 0..L, shape (L+1, B, D), by backprop.
+
+  A zero probe is added to every h_l; one backward pass gives all of them.
+  Raises `HiddenBackpropError` if `spec.guarded`.
+  """
+  residual = residual_fn(spec)
+
+  def total_loss(probes_Lp1xBxD):
+    def step(h, inputs):
+      block_params, probe = inputs
+      h = h + probe
+      return h + residual(block_params, h), None
+    h_L, _ = jax.lax.scan(step, embed(params, x), (params["blocks"], probes_Lp1xBxD[:-1]))
+    return loss_from_hidden(spec, params, h_L + probes_Lp1xBxD[-1], y).sum()
+
+  batch = x.shape[0]
+  probes = jnp.zeros((spec.depth + 1, batch, spec.width))
+  return jax.grad(total_loss)(probes)
+
+
+def mean_loss(spec: StudentSpec, params: Params, x, y) -> jax.Array:
+  return per_sample_loss(spec, forward(spec, params, x)[1], y).mean()
+
+
+def accuracy(spec: StudentSpec, params: Params, x, y) -> jax.Array:
+  logits = forward(spec, params, x)[1]
+  return jnp.mean(jnp.argmax(logits, -1) == y)

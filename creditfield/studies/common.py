@@ -1,0 +1,73 @@
+"""Pieces every study shares: the workdir, the dataset, the student, estimator keys."""
+import dataclasses
+import json
+import os
+
+from absl import logging
+import jax
+
+from creditfield import bp_training
+from creditfield import checkpoints
+from creditfield import datasets
+from creditfield import estimators
+from creditfield import outputs
+
+
+@dataclasses.dataclass
+class Run:
+  """What a study needs from its surroundings."""
+  config: object
+  workdir: str
+  dataset: datasets.Dataset
+  spec: object
+  metrics: outputs.MetricsWriter
+  stopwatch: outputs.Stopwatch
+  resumed: bool
+
+
+def start(config, workdir: str) -> Run:
+  """Validates the workdir, writes config.json, loads the dataset."""
+  stopwatch = outputs.Stopwatch()
+  resumed = outputs.prepare_workdir(workdir, config.to_json_best_effort(sort_keys=True))
+  dataset = datasets.load(config, config.seed)
+  spec = datasets.student_spec(config, dataset)
+  logging.info("Dataset %s (%s), fingerprint %s; student %s", dataset.name, dataset.task,
+               dataset.fingerprint, spec)
+  return Run(config, workdir, dataset, spec, outputs.MetricsWriter(workdir), stopwatch, resumed)
+
+
+def student(run: Run):
+  """The frozen student: restored from `config.snapshot.path`, or trained by BP here.
+
+  A trained snapshot is saved (and resumed) under workdir/checkpoints.
+  """
+  cfg = run.config.snapshot
+  if cfg.path:
+    snap = checkpoints.load_snapshot(cfg.path)
+    checkpoints.check_spec(checkpoints.spec_to_json(snap.spec), run.spec, cfg.path)
+    logging.info("Loaded snapshot %s step %d.", cfg.path, snap.step)
+    return snap.params, snap.meta.get("eval", {})
+  mngr = checkpoints.manager(os.path.join(run.workdir, "checkpoints"))
+  meta = {"config": json.loads(run.config.to_json_best_effort()),
+          "data_fingerprint": run.dataset.fingerprint, "data_source": run.dataset.name}
+  try:
+    params, _, final = bp_training.train(
+        run.spec, run.dataset, cfg, jax.random.PRNGKey(run.config.seed), mngr=mngr, meta=meta,
+        on_metrics=run.metrics)
+  finally:
+    mngr.close()
+  logging.info("Snapshot: %s", final)
+  return params, final
+
+
+def estimator_key(seed: int, name: str, num_directions: int) -> jax.Array:
+  """A key per (seed, estimator, M), independent of the order names are listed in."""
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), estimators.NAMES.index(name))
+  return jax.random.fold_in(key, num_directions)
+
+
+def credit_label(row: dict) -> str:
+  name = row.get("credit", "")
+  if name in estimators.USES_M and row.get("M") is not None:
+    return f"{name} M={row['M']}"
+  return name

@@ -1,0 +1,71 @@
+"""A chunked training loop: `lax.scan` over steps inside one jit, host only between chunks.
+
+Both BP training of the student and training of credit estimators use it. Each
+chunk returns its per-step metrics stacked; the host checks them for non-finite
+values, logs a progress line and hands them to `on_chunk` (metrics.jsonl,
+checkpoints) before the next chunk starts.
+"""
+import time
+from typing import Any, Callable, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss or metric became NaN or Inf during training."""
+
+
+def check_finite(metrics: dict, first_step: int, what: str, last_good: str = "") -> None:
+  for name, values in metrics.items():
+    values = np.asarray(values)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+      where = f" The last good checkpoint is {last_good}." if last_good else ""
+      raise NonFiniteError(
+          f"{what}: {name} became {values[bad[0]]} at step {first_step + int(bad[0])}.{where} "
+          "Lower the learning rate or check the inputs.")
+
+
+def run(step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict]], state: Any, data: Any, *,
+        start: int, num_steps: int, chunk_size: int, what: str,
+        on_chunk: Optional[Callable[[int, dict, Any], None]] = None,
+        last_good: Callable[[], str] = lambda: "") -> Any:
+  """Runs steps start..num_steps-1 of `step_fn(data, state, step) -> (state, metrics)`.
+
+  `data` (arrays such as the training set and a frozen student) is passed to the
+  jitted chunk as an argument, never baked in as a constant.
+  `on_chunk(first_step, metrics_numpy, state)` is called after every chunk.
+  """
+  def chunk(s, steps, data):
+    return jax.lax.scan(lambda s, i: step_fn(data, s, i), s, steps)
+
+  chunk_fn = jax.jit(chunk, donate_argnums=0)
+  step = start
+  tic = time.perf_counter()
+  while step < num_steps:
+    n = min(chunk_size, num_steps - step)
+    state, metrics = chunk_fn(state, jnp.arange(step, step + n), data)
+    metrics = jax.device_get(metrics)
+    check_finite(metrics, step, what, last_good())
+    if on_chunk is not None:
+      on_chunk(step, metrics, state)
+    step += n
+    rate = (step - start) / max(time.perf_counter() - tic, 1e-9)
+    shown = ", ".join(f"{k}={float(np.asarray(v)[-1]):.4g}" for k, v in sorted(metrics.items()))
+    logging.info("%s: step %d/%d (%.0f steps/s) %s", what, step, num_steps, rate, shown)
+  return state
+
+
+def chunk_size(num_steps: int, log_every: int) -> int:
+  return max(1, min(log_every, num_steps)) if num_steps else 1
+
+
+def per_step_records(first_step: int, metrics: dict, **tags) -> list[dict]:
+  """Stacked chunk metrics -> one JSON-ready dict per step."""
+  n = len(next(iter(metrics.values()))) if metrics else 0
+  return [dict(tags, step=first_step + i,
+               **{k: float(np.asarray(v)[i]) for k, v in metrics.items()}) for i in range(n)]
+

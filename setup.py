@@ -1,0 +1,28 @@
+"""creditfield: learned credit assignment for residual networks, without hidden backprop."""
+import setuptools
+
+setuptools.setup(
+    name="creditfield",
+    version="0.1.0",
+    description="Learned per-layer credit for deep residual networks without hidden-layer "
+    "backprop, with oracle/DFA baselines, credit-quality diagnostics and Phase 6 "
+    "exploitability studies.",
+    packages=setuptools.find_packages(include=["creditfield", "creditfield.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2.3",
+        "chex>=0.1.87",
+        "orbax-checkpoint>=0.9",
+        "ml-collections>=0.1.1",
+        "absl-py>=2.0",
+        "numpy>=1.26",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        # CIFAR-10 through TFDS's NumPy path (array_record); no TensorFlow needed.
+        "cifar": ["tensorflow-datasets>=4.9.7", "array-record>=0.5", "pillow>=10"],
+    },
+)

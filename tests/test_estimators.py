@@ -1,0 +1,73 @@
+"""Properties of the training-free estimators, measured with the diagnostics."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from creditfield import diagnostics
+from creditfield import estimators
+from creditfield import student as student_lib
+
+
+def _credit(est, params, x, y, key=jax.random.PRNGKey(3)):
+  acts = est.activations(params, x, y)
+  phi = est.init(key, params, acts)
+  return est.credit(phi, params, acts, key), acts
+
+
+def _quality(spec, params, x, y, credit, sigma=1e-3):
+  oracle = student_lib.oracle_grads(spec, params, x, y)
+  acts = student_lib.activations(spec, params, x, y)
+  return diagnostics.credit_quality(spec, params, acts, credit, oracle, jax.random.PRNGKey(9),
+                                    num_directions=16, sigma=sigma, nudge_eps=1e-3)
+
+
+def test_oracle_has_gamma_one_nudge_one_and_rho_near_one(spec, params, batch):
+  x, y = batch
+  credit, _ = _credit(estimators.oracle(spec), params, x, y)
+  q = _quality(spec, params, x, y, credit, sigma=1e-3)
+  np.testing.assert_allclose(q["gamma"], 1.0, atol=1e-5)
+  np.testing.assert_allclose(q["nudge"], 1.0, atol=1e-5)
+  assert np.all(q["rho"] > 0.99), q["rho"]
+
+
+def test_forward_gradient_is_unbiased_and_noisier_with_fewer_directions(spec, params, batch):
+  x, y = batch
+  oracle = student_lib.oracle_grads(spec, params, x, y)
+  many, _ = _credit(estimators.forward_gradient(spec, 4096), params, x, y)
+  cos = jnp.sum(many * oracle, -1) / (jnp.linalg.norm(many, axis=-1) *
+                                      jnp.linalg.norm(oracle, axis=-1))
+  assert float(cos.min()) > 0.99, cos.min()
+  gammas = []
+  for m in (1, 8, 64):
+    credit, _ = _credit(estimators.forward_gradient(spec, m), params, x, y)
+    gammas.append(float(diagnostics.gamma(credit, oracle).mean()))
+  assert gammas[0] < gammas[1] < gammas[2], gammas
+
+
+def test_identity_is_exact_when_block_outputs_are_zero(spec, params, batch):
+  x, y = batch
+  blocks = dict(params["blocks"], w2=jnp.zeros_like(params["blocks"]["w2"]),
+                b2=jnp.zeros_like(params["blocks"]["b2"]))
+  zeroed = dict(params, blocks=blocks)
+  credit, _ = _credit(estimators.identity(spec), zeroed, x, y)
+  np.testing.assert_allclose(credit, student_lib.oracle_grads(spec, zeroed, x, y),
+                             rtol=1e-5, atol=1e-7)
+  # ... and is not exact for the random network, where the blocks are not zero.
+  credit, _ = _credit(estimators.identity(spec), params, x, y)
+  assert float(diagnostics.gamma(credit, student_lib.oracle_grads(spec, params, x, y))[0]) < 0.999
+
+
+def test_dfa_is_not_aligned_on_an_untrained_network():
+  spec = student_lib.StudentSpec(in_dim=16, width=64, depth=3, num_outputs=10)
+  params = student_lib.init_params(spec, jax.random.PRNGKey(0))
+  x = jax.random.normal(jax.random.PRNGKey(1), (256, 16))
+  y = jnp.arange(256) % 10
+  credit, _ = _credit(estimators.dfa(spec, jax.random.PRNGKey(5)), params, x, y)
+  gamma = diagnostics.gamma(credit, student_lib.oracle_grads(spec, params, x, y))
+  assert float(jnp.abs(gamma).max()) < 0.15, gamma
+
+
+def test_unknown_estimator_name_lists_the_valid_names():
+  import pytest
+  with pytest.raises(ValueError, match="valid names are oracle, dfa"):
+    estimators.parse_names("oracle,nonsense")

@@ -1,0 +1,61 @@
+"""The command line: a real run end to end, and mistakes that must exit with a clear message."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from creditfield import config_defaults
+from creditfield import run as run_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "main.py"), *args],
+                        capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def _config(name, arg="synthetic,runlocal"):
+  return config_defaults.load(os.path.join(ROOT, "configs", f"{name}.py"), arg)
+
+
+def test_misspelt_override_exits_nonzero_naming_it(tmp_path):
+  out = _main("--config=configs/phase1.py:synthetic,runlocal", "--config.sedd=1",
+              f"--workdir={tmp_path}")
+  assert out.returncode != 0
+  assert "sedd" in out.stderr
+
+
+def test_unknown_estimator_exits_nonzero_listing_valid_names(tmp_path):
+  out = _main("--config=configs/phase1.py:synthetic,runlocal", "--config.credit.names=nonsense",
+              f"--workdir={tmp_path}")
+  assert out.returncode != 0
+  assert "nonsense" in out.stderr and "vector_field" in out.stderr
+  assert "Traceback" not in out.stderr
+  assert not os.path.exists(tmp_path / "results.json")
+
+
+def test_phase1_runlocal_writes_every_output(tmp_path):
+  result = run_lib.run_experiment(_config("phase1"), str(tmp_path))
+  with open(tmp_path / "results.json") as f:
+    saved = json.load(f)
+  assert saved["rows"] == json.loads(json.dumps(result["rows"]))
+  means = {r["credit"]: r for r in saved["rows"] if r["layer"] == "mean" and r["seed"] == "all"}
+  assert set(means) == {"oracle", "dfa", "identity", "forward_gradient"}
+  for row in means.values():
+    assert {"gamma", "rho", "nudge"} <= set(row)
+  assert abs(means["oracle"]["gamma"] - 1.0) < 1e-5
+  assert means["identity"]["gamma"] > means["dfa"]["gamma"]
+  for name in ("config.json", "results.csv", "results.md", "gamma_per_layer.png",
+               "metrics.jsonl"):
+    assert (tmp_path / name).exists(), name
+  assert saved["meta"]["backend"] == "cpu" and saved["meta"]["data_fingerprint"]
+
+
+def test_a_workdir_of_another_run_is_refused(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"experiment": "other"}))
+  with pytest.raises(Exception, match="different run"):
+    run_lib.run_experiment(_config("phase1"), str(tmp_path))
+  assert json.loads((tmp_path / "config.json").read_text()) == {"experiment": "other"}
