@@ -19,11 +19,6 @@ def get_config(arg=None):
   if "synthetic" in args:
     config_defaults.use_synthetic(c)
   if "runlocal" in args:
-    c.num_seeds = 1
-    c.student.width = 32
-    c.data.synthetic.update(dict(in_dim=16, teacher_width=32, num_train=2048, num_test=512))
-    c.snapshot.update(dict(steps=200, eval_every=100, checkpoint_every=100, log_every=100,
-                           warmup_steps=20))
+    config_defaults.shrink_for_runlocal(c)
     c.credit.M_values = (2, 8)
-    c.diagnostics.batch_size = 256
   return c

@@ -27,14 +27,6 @@ def get_config(arg=None):
   c.data.synthetic.alpha = 1.0
   c.student.depth = 4
   if "runlocal" in args:
-    c.num_seeds = 1
-    c.student.width = 32
-    c.data.synthetic.update(dict(in_dim=16, teacher_width=32, num_train=2048, num_test=512))
-    c.snapshot.update(dict(steps=200, eval_every=100, checkpoint_every=100, log_every=100,
-                           warmup_steps=20))
-    c.credit.vector_field.hidden = (64, 64)
-    c.credit.scalar_bridge.hidden = (64, 64)
-    c.estimator.update(dict(steps=100, batch_size=64, log_every=50, warmup_steps=10))
-    c.ablation.update(dict(M_values=(1, 4), targets="jvp", conditioning="delta_L"))
-    c.diagnostics.batch_size = 256
+    config_defaults.shrink_for_runlocal(c)
+    c.ablation.update(dict(M_values=(1,), targets="jvp", conditioning="delta_L"))
   return c

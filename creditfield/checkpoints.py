@@ -108,3 +108,17 @@ def load_snapshot(path: str, step: Optional[int] = None) -> Snapshot:
     raise SnapshotError(f"{directory} step {step} holds no creditfield metadata (spec).")
   spec = student_lib.StudentSpec(**meta["spec"])
   return Snapshot(params=params, spec=spec, config=meta.get("config", {}), meta=meta, step=step)
+
+
+def save_tree(directory: str, tree) -> None:
+  """Saves one pytree (e.g. an estimator's parameters) atomically with Orbax."""
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.abspath(directory), tree, force=True)
+    ckptr.wait_until_finished()
+
+
+def restore_tree(directory: str, like):
+  """Restores a pytree saved by `save_tree`, with the structure and dtypes of `like`."""
+  with ocp.StandardCheckpointer() as ckptr:
+    return ckptr.restore(os.path.abspath(directory),
+                         jax.tree.map(ocp.utils.to_shape_dtype_struct, like))

@@ -26,6 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.experiment = "phase1"
   c.seed = 0
   c.num_seeds = 1
+  c.xla_fast_compile = False  # runlocal: fewer XLA optimisations, much faster compiles
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "cifar10"
@@ -73,9 +74,44 @@ def use_synthetic(c: ml_collections.ConfigDict) -> None:
   c.student.width = 128
 
 
+def shrink_for_runlocal(c: ml_collections.ConfigDict) -> None:
+  """The same study, tiny: one seed, width 32, few steps; under a minute on 2 CPU cores."""
+  c.xla_fast_compile = True
+  c.num_seeds = 1
+  c.student.width = 32
+  c.data.synthetic.update(dict(in_dim=16, teacher_width=32, num_train=2048, num_test=512))
+  c.snapshot.update(dict(steps=200, eval_every=100, checkpoint_every=100, log_every=100,
+                         warmup_steps=20))
+  c.credit.vector_field.hidden = (64, 64)
+  c.credit.scalar_bridge.hidden = (64, 64)
+  c.estimator.update(dict(steps=100, batch_size=64, log_every=50, warmup_steps=10))
+  c.diagnostics.batch_size = 256
+
+
 def load(path: str, arg=None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of the config file at `path` (for notebooks and tests)."""
   module_spec = importlib.util.spec_from_file_location("creditfield_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def phase6_config(arg, experiment: str) -> ml_collections.ConfigDict:
+  """Phase 6A (inner_product only) and 6C (every rule) share everything else."""
+  args = parse_args(arg)
+  c = base_config()
+  c.experiment = experiment
+  c.num_seeds = 3
+  c.credit.names = "oracle,dfa,identity,forward_gradient,scalar_bridge,vector_field"
+  c.credit.M = 4  # the memo's Vec_M4
+  c.phase6 = ml_collections.ConfigDict(dict(
+      k=5, batch_size=256, lrs=(1e-4, 1e-3, 1e-2, 1e-1), optimizer="sgd",
+      rules="inner_product" if experiment == "phase6a" else
+      "inner_product,target_shift,cosine,local_ce,distill",
+      etas=(0.01, 0.1, 0.3, 1.0), stretch_eta=0.1, heldout_size=4096, update_embed=True))
+  if "synthetic" in args:
+    use_synthetic(c)
+  if "runlocal" in args:
+    shrink_for_runlocal(c)
+    c.phase6.update(dict(k=3, batch_size=64, heldout_size=512, etas=(0.1, 1.0)))
+  return c

@@ -34,9 +34,12 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
   return optax.chain(*chain, optax.adam(schedule))
 
 
-def init_params(estimator: base.CreditEstimator, key, student_params, x, y):
-  acts = estimator.activations(student_params, x, y)
-  return estimator.init(key, student_params, acts)
+def initial_params(estimator: base.CreditEstimator, key, student_params, x_train, y_train,
+                   batch_size: int):
+  """phi before training (and the fixed phi of a non-learned estimator)."""
+  k_init = jax.random.split(key)[0]
+  x, y = datasets.sample_batch(k_init, x_train, y_train, batch_size)
+  return estimator.init(k_init, student_params, estimator.activations(student_params, x, y))
 
 
 def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, key,
@@ -46,9 +49,8 @@ def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg
   Batches are drawn with `fold_in(key, step)`, so the run is a function of `key`.
   A non-learned estimator returns its fixed parameters untouched.
   """
-  k_init, k_steps = jax.random.split(key)
-  x0, y0 = datasets.sample_batch(k_init, x_train, y_train, cfg.batch_size)
-  phi = init_params(estimator, k_init, student_params, x0, y0)
+  k_steps = jax.random.split(key)[1]
+  phi = initial_params(estimator, key, student_params, x_train, y_train, cfg.batch_size)
   if not estimator.learned or cfg.steps == 0:
     return phi
   optimizer = make_optimizer(cfg)

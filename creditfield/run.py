@@ -2,16 +2,30 @@
 import sys
 
 from absl import logging
+import jax
 
-EXPERIMENTS = ("phase1", "pivot")
+EXPERIMENTS = ("phase1", "pivot", "phase6a", "phase6c")
 
 
 def run_experiment(config, workdir: str) -> dict:
   """Runs `config.experiment` and returns its {"rows", "meta"}."""
+  previous = jax.config.values["jax_disable_most_optimizations"]
+  # Tiny `runlocal` studies are dominated by XLA compile time, not run time.
+  jax.config.update("jax_disable_most_optimizations", bool(config.xla_fast_compile))
+  try:
+    return _dispatch(config, workdir)
+  finally:
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def _dispatch(config, workdir: str) -> dict:
   name = config.experiment
   if name in ("phase1", "pivot"):
     from creditfield.studies import credit_quality  # pylint: disable=g-import-not-at-top
     return credit_quality.run(config, workdir)
+  if name in ("phase6a", "phase6c"):
+    from creditfield.studies import exploitability  # pylint: disable=g-import-not-at-top
+    return exploitability.run(config, workdir)
   raise ValueError(f"Unknown experiment {name!r}; expected one of {EXPERIMENTS}.")
 
 

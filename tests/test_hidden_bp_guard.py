@@ -47,7 +47,7 @@ def test_hidden_bp_guard_non_oracle_estimators_train_and_give_finite_credit(
   cfg = _credit_config()
   cfg.targets = targets
   cfg.forward_gradient.targets = targets
-  est = estimators.make(name, spec, cfg, jax.random.PRNGKey(0))
+  est = estimators.make(name, spec, cfg)
   assert est.spec.guarded, f"{name} must run under the guard"
   phi = estimator_training.train(est, params, x, y, _train_config(), jax.random.PRNGKey(1))
   acts = est.activations(params, x, y)

@@ -1,6 +1,4 @@
 """Credit estimators by name (the names used in configs, tables and DESIGN.md)."""
-import jax
-
 from creditfield.estimators.base import CreditEstimator
 from creditfield.estimators.baselines import dfa, forward_gradient, identity, oracle
 from creditfield.estimators.scalar_bridge import ScalarBridgeConfig, scalar_bridge
@@ -24,7 +22,7 @@ def parse_names(names: str) -> tuple[str, ...]:
   return parsed
 
 
-def make(name: str, spec, credit_config, key: jax.Array, num_directions=None) -> CreditEstimator:
+def make(name: str, spec, credit_config, num_directions=None) -> CreditEstimator:
   """Builds estimator `name` from `config.credit`; `num_directions` overrides M."""
   c = credit_config
   m = c.M if num_directions is None else num_directions
@@ -33,7 +31,7 @@ def make(name: str, spec, credit_config, key: jax.Array, num_directions=None) ->
   if name == "oracle":
     return oracle(spec)
   if name == "dfa":
-    return dfa(spec, key)
+    return dfa(spec)
   if name == "identity":
     return identity(spec)
   if name == "forward_gradient":

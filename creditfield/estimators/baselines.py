@@ -18,14 +18,14 @@ def oracle(spec: student_lib.StudentSpec) -> base.CreditEstimator:
   return base.CreditEstimator("oracle", spec, base.no_params, credit)
 
 
-def dfa(spec: student_lib.StudentSpec, seed_key: jax.Array) -> base.CreditEstimator:
-  """a_l = B_l e with fixed random B_l in R^{D x C}, entries N(0, 1/D)."""
+def dfa(spec: student_lib.StudentSpec) -> base.CreditEstimator:
+  """a_l = B_l e with fixed random B_l in R^{D x C}, entries N(0, 1/D), drawn by `init`."""
   spec = spec.with_guard(True)
 
   def init(key, student_params, acts):
-    del key, student_params, acts  # B is fixed by the estimator's own seed key.
+    del student_params, acts
     shape = (spec.depth + 1, spec.num_outputs, spec.width)
-    return {"feedback": jax.random.normal(seed_key, shape) / jnp.sqrt(spec.width)}
+    return {"feedback": jax.random.normal(key, shape) / jnp.sqrt(spec.width)}
 
   def credit(phi, student_params, acts, key):
     del student_params, key

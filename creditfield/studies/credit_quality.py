@@ -109,7 +109,7 @@ def run(config, workdir: str) -> dict:
                                  min(config.diagnostics.batch_size, r.dataset.x_test.shape[0]))
     for entry in todo:
       key = common.estimator_key(seed, entry.name, entry.M)
-      est = estimators.make(entry.name, r.spec, _credit_config(config, entry), key, entry.M)
+      est = estimators.make(entry.name, r.spec, _credit_config(config, entry), entry.M)
       tags = entry_tags(entry, est.learned, seed)
       last = {}
 

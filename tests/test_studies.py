@@ -1,0 +1,49 @@
+"""The pivot and Phase 6C studies end to end at their `runlocal` size."""
+import json
+import os
+
+from creditfield import config_defaults
+from creditfield import estimators
+from creditfield import rules
+from creditfield import run as run_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(name, workdir, **overrides):
+  config = config_defaults.load(os.path.join(ROOT, "configs", f"{name}.py"), "synthetic,runlocal")
+  for key, value in overrides.items():
+    config[key] = value
+  run_lib.run_experiment(config, str(workdir))
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+def test_pivot_runlocal_has_learned_estimators_with_quality_metrics(tmp_path):
+  rows = _run("pivot", tmp_path)["rows"]
+  means = [r for r in rows if r["layer"] == "mean" and r["seed"] == "all"]
+  found = {(r["credit"], r.get("M")) for r in means if r["study"] == "main"}
+  assert {("scalar_bridge", None), ("vector_field", 4), ("vector_field", 8)} <= found
+  for r in means:
+    assert {"gamma", "rho", "nudge"} <= set(r)
+  assert {r["study"] for r in means} >= {"ablation_M", "ablation_targets",
+                                         "ablation_conditioning"}
+
+
+def test_phase6c_runlocal_covers_every_credit_and_rule(tmp_path):
+  result = _run("phase6c", tmp_path)
+  final = [r for r in result["rows"] if r["seed"] == "all" and r["k"] == 3]
+  assert {(r["credit"], r["rule"]) for r in final} == {
+      (c, rule) for c in estimators.NAMES for rule in rules.RULES}
+  for r in final:
+    assert "delta_loss_update" in r and "delta_loss_heldout" in r
+  smallest = min(r["lr"] for r in final)
+  oracle_ip = [r for r in final if r["credit"] == "oracle" and r["rule"] == "inner_product"
+               and r["lr"] == smallest]
+  assert oracle_ip[0]["delta_loss_update"] < 0
+  assert abs(oracle_ip[0]["gamma"] - 1) < 1e-5
+  # A rerun in the same workdir restores the trained estimators instead of retraining.
+  assert os.path.isdir(tmp_path / "estimators" / "vector_field_M4_seed0")
+  again = _run("phase6c", tmp_path)
+  assert [r for r in again["rows"] if r["seed"] == "all"] == [
+      r for r in result["rows"] if r["seed"] == "all"]
