@@ -1,6 +1,8 @@
 """creditfield: learned credit assignment for residual networks, without hidden backprop."""
 import setuptools
 
+CIFAR = ["tensorflow-datasets>=4.9.7", "array-record>=0.5", "pillow>=10", "importlib_resources"]
+
 setuptools.setup(
     name="creditfield",
     version="0.1.0",
@@ -21,8 +23,9 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=7"],
         # CIFAR-10 through TFDS's NumPy path (array_record); no TensorFlow needed.
-        "cifar": ["tensorflow-datasets>=4.9.7", "array-record>=0.5", "pillow>=10"],
+        "cifar": CIFAR,
+        # The tests exercise the CIFAR-10 data path too, on tiny data they write.
+        "test": ["pytest>=7"] + CIFAR,
     },
 )

@@ -4,6 +4,7 @@ Training is resumable: with a checkpoint manager, the run restores the latest
 complete step and continues; batches are drawn with `fold_in(key, step)`, so an
 interrupted and resumed run ends where an uninterrupted one does.
 """
+import math
 from typing import Callable, Optional
 
 from absl import logging
@@ -27,6 +28,9 @@ class TrainState:
 def make_optimizer(cfg) -> optax.GradientTransformation:
   if cfg.lr <= 0:
     raise ValueError(f"config.snapshot.lr must be > 0, got {cfg.lr}.")
+  for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
+    if cfg[name] < (0 if name == "steps" else 1):
+      raise ValueError(f"config.snapshot.{name} must be positive, got {cfg[name]}.")
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, cfg.lr, min(cfg.warmup_steps, max(cfg.steps - 1, 0)), max(cfg.steps, 1))
   return optax.adamw(schedule, weight_decay=cfg.weight_decay)
@@ -97,8 +101,9 @@ def train(spec: student_lib.StudentSpec, dataset: datasets.Dataset, cfg, key, *,
       checkpoints.save(mngr, last, state.params, state.opt_state,
                        dict(meta, step=last, eval=history[-1] if history else {}))
 
-  chunk = training_loop.chunk_size(cfg.steps, min(cfg.log_every, cfg.eval_every,
-                                                  cfg.checkpoint_every))
+  # Chunks divide every interval, so a resumed run sees the same chunk boundaries.
+  chunk = training_loop.chunk_size(
+      cfg.steps, math.gcd(cfg.log_every, cfg.eval_every, cfg.checkpoint_every))
   state = training_loop.run(
       step_fn, state, (dataset.x_train, dataset.y_train), start=start, num_steps=cfg.steps,
       chunk_size=chunk, what="snapshot (backprop)", on_chunk=on_chunk,

@@ -4,7 +4,7 @@ import sys
 from absl import logging
 import jax
 
-EXPERIMENTS = ("phase1", "pivot", "phase6a", "phase6c")
+EXPERIMENTS = ("phase1", "pivot", "snapshot", "phase6a", "phase6c")
 
 
 def run_experiment(config, workdir: str) -> dict:
@@ -23,6 +23,9 @@ def _dispatch(config, workdir: str) -> dict:
   if name in ("phase1", "pivot"):
     from creditfield.studies import credit_quality  # pylint: disable=g-import-not-at-top
     return credit_quality.run(config, workdir)
+  if name == "snapshot":
+    from creditfield.studies import snapshot  # pylint: disable=g-import-not-at-top
+    return snapshot.run(config, workdir)
   if name in ("phase6a", "phase6c"):
     from creditfield.studies import exploitability  # pylint: disable=g-import-not-at-top
     return exploitability.run(config, workdir)

@@ -19,6 +19,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
+  # Orbax logs every save at INFO; keep the progress lines readable.
+  logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
   run_lib.main(_CONFIG.value, _WORKDIR.value)
 
 

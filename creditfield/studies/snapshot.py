@@ -1,0 +1,32 @@
+"""The BP snapshot study: train the student by backprop, checkpoint it, report accuracy."""
+import os
+
+from creditfield import checkpoints
+from creditfield import outputs
+from creditfield import plots
+from creditfield.studies import common
+
+TABLE = ("data", "accuracy", "loss", "steps", "seconds")
+
+
+def run(config, workdir: str) -> dict:
+  r = common.start(config, workdir)
+  if config.snapshot.path:
+    raise ValueError("configs/snapshot.py trains a snapshot; --config.snapshot.path is for the "
+                     "studies that load one (phase6a, phase6c).")
+  stopwatch = outputs.Stopwatch()
+  _, final = common.student(r)
+  row = dict(data=r.dataset.name, steps=config.snapshot.steps, seconds=stopwatch.seconds(),
+             seed=config.seed, **final)
+  meta = outputs.run_meta(r.dataset, experiment="snapshot", wall_seconds=r.stopwatch.seconds(),
+                          student=checkpoints.spec_to_json(r.spec),
+                          checkpoints=os.path.join(os.path.abspath(workdir), "checkpoints"))
+  outputs.write_results(workdir, [row], meta, columns=TABLE)
+  print(outputs.text_table([row], TABLE))
+  records = r.metrics.read()
+  plots.training_curves(
+      [dict(rec, loss=rec.get("loss", rec.get("test_loss"))) for rec in records
+       if rec.get("phase", "").startswith("snapshot")],
+      os.path.join(workdir, "snapshot_training.png"), keys=("loss",),
+      label=lambda rec: "train (per step)" if rec["phase"] == "snapshot_train" else "test")
+  return {"rows": [row], "meta": meta}

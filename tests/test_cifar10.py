@@ -1,0 +1,85 @@
+"""CIFAR-10 through the project's TFDS builder (real, on a tiny image folder) and TFDS's cifar10."""
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
+
+from creditfield import cifar10
+from creditfield import config_defaults
+
+
+def _write_folder(root, per_class=2, classes=cifar10.CLASSES[:3]):
+  rng = np.random.default_rng(0)
+  for split in ("train", "test"):
+    for cls in classes:
+      os.makedirs(root / split / cls, exist_ok=True)
+      for i in range(per_class):
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / split / cls / f"{i:04d}.png")
+  return root
+
+
+def _config(tmp_path, data_dir="", tfds_dir=None):
+  c = config_defaults.base_config()
+  c.data.dir = str(data_dir)
+  c.data.tfds_data_dir = str(tfds_dir or tmp_path / "tfds")
+  return c
+
+
+def test_image_folder_goes_through_the_real_builder(tmp_path):
+  root = _write_folder(tmp_path / "images")
+  data = cifar10.load(_config(tmp_path, root))
+  assert data.x_train.shape == (6, 3072) and data.x_test.shape == (6, 3072)
+  assert sorted(np.asarray(data.y_train).tolist()) == [0, 0, 1, 1, 2, 2]
+  np.testing.assert_allclose(np.asarray(data.x_train).reshape(6, 32, 32, 3).mean((0, 1, 2)),
+                             0.0, atol=1e-5)  # per-channel normalisation from training stats
+  original = np.asarray(Image.open(root / "train" / "bird" / "0001.png"))
+  restored = cifar10._read_split(  # pylint: disable=protected-access
+      cifar10.image_folder_builder(str(root), str(tmp_path / "tfds"))[0], "train")
+  assert any(np.array_equal(original, img) for img in restored[0])
+  assert os.listdir(tmp_path / "tfds" / "image_folder_cifar10")  # prepared as a TFDS cache
+
+
+def test_a_changed_source_is_prepared_again(tmp_path):
+  root = _write_folder(tmp_path / "images")
+  first = cifar10.load(_config(tmp_path, root)).fingerprint
+  assert cifar10.load(_config(tmp_path, root)).fingerprint == first  # cached
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "train" / "bird" / "0009.png")
+  second = cifar10.load(_config(tmp_path, root))
+  assert second.fingerprint != first and second.x_train.shape[0] == 7
+  assert len(os.listdir(tmp_path / "tfds" / "image_folder_cifar10")) == 2
+
+
+def test_tfds_cifar10_is_read_the_same_way_under_mock_data(tmp_path):
+  with tfds.testing.mock_data(num_examples=12):
+    data = cifar10.load(_config(tmp_path, tfds_dir=tmp_path / "tfds_prepared"))
+  assert data.x_train.shape == (12, 3072) and data.num_outputs == 10
+  assert data.fingerprint.startswith("tfds_cifar10_")
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "no_test_split", "unknown_class",
+                                  "unreadable_image", "no_source"])
+def test_bad_data_directories_are_clear_errors(tmp_path, case):
+  root = tmp_path / "images"
+  if case == "empty":
+    root.mkdir()
+  elif case != "missing":
+    _write_folder(root)
+  if case == "no_test_split":
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(root / "test")
+  elif case == "unknown_class":
+    (root / "train" / "dragon").mkdir()
+  elif case == "unreadable_image":
+    (root / "train" / "bird" / "0005.jpg").write_bytes(b"not a jpeg")
+  expected = {"missing": "does not exist", "empty": "is empty", "no_test_split": "no test/",
+              "unknown_class": "Unknown class folder", "unreadable_image": "Cannot read image",
+              "no_source": "No CIFAR-10 source"}[case]
+  config = _config(tmp_path, "" if case == "no_source" else root)
+  if case == "no_source":
+    config.data.tfds_data_dir = ""
+  with pytest.raises(cifar10.DataError, match=expected) as info:
+    cifar10.load(config)
+  assert "synthetic" in str(info.value)
