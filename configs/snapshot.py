@@ -18,8 +18,7 @@ def get_config(arg=None):
     config_defaults.use_synthetic(c)
   if "runlocal" in args:
     config_defaults.shrink_for_runlocal(c)
-    if "synthetic" not in args:  # CIFAR-10 keeps the memo's width, trains briefly
-      c.student.width = 256
+    if "synthetic" not in args:  # CIFAR-10 trains briefly
       c.snapshot.update(dict(steps=600, batch_size=128, eval_every=300, checkpoint_every=300,
                              log_every=100, warmup_steps=50))
   return c

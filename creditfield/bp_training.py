@@ -54,6 +54,22 @@ def evaluate(spec, params, x, y, batch_size: int = 2048) -> dict:
   return {k: float(v) / n for k, v in totals.items()}
 
 
+def make_train_step(spec, optimizer, batch_size: int, key, image_shape=None,
+                    augment: str = "none"):
+  """step_fn(data, state, step) -> (state, {"loss"}), data = (x_train, y_train) on device."""
+
+  def step_fn(data, state, step):
+    x_all, y_all = data
+    k_batch, k_augment = jax.random.split(jax.random.fold_in(key, step))
+    x, y = datasets.sample_batch(k_batch, x_all, y_all, batch_size)
+    x = datasets.augment(k_augment, x, image_shape, augment)
+    loss, grads = jax.value_and_grad(student_lib.mean_loss, argnums=1)(spec, state.params, x, y)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt_state), {"loss": loss}
+
+  return step_fn
+
+
 def train(spec: student_lib.StudentSpec, dataset: datasets.Dataset, cfg, key, *,
           mngr=None, meta: Optional[dict] = None,
           on_metrics: Optional[Callable[[list], None]] = None):
@@ -64,6 +80,7 @@ def train(spec: student_lib.StudentSpec, dataset: datasets.Dataset, cfg, key, *,
   fingerprint) is stored beside the arrays.
   """
   spec = spec.with_guard(False)  # the snapshot is ordinary backprop
+  augment = cfg.augment if dataset.image_shape else "none"
   k_init, k_steps = jax.random.split(key)
   optimizer = make_optimizer(cfg)
   params = student_lib.init_params(spec, k_init, cfg.residual_scale)
@@ -77,14 +94,8 @@ def train(spec: student_lib.StudentSpec, dataset: datasets.Dataset, cfg, key, *,
     state = TrainState(params, opt_state)
     logging.info("Resuming the snapshot from step %d of %s.", start, mngr.directory)
 
-  def step_fn(data, state, step):
-    x_all, y_all = data
-    x, y = datasets.sample_batch(jax.random.fold_in(k_steps, step), x_all, y_all,
-                                 cfg.batch_size)
-    loss, grads = jax.value_and_grad(student_lib.mean_loss, argnums=1)(spec, state.params, x, y)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    return TrainState(optax.apply_updates(state.params, updates), opt_state), {"loss": loss}
-
+  step_fn = make_train_step(spec, optimizer, cfg.batch_size, k_steps, dataset.image_shape,
+                            augment)
   history = []
 
   def on_chunk(first_step, metrics, state):

@@ -193,4 +193,5 @@ def load(config) -> datasets.Dataset:
   return datasets.Dataset(
       name="cifar10", task="classification", num_outputs=len(CLASSES),
       x_train=jnp.asarray(x_train), y_train=jnp.asarray(y_train),
-      x_test=jnp.asarray(x_test), y_test=jnp.asarray(y_test), fingerprint=fingerprint)
+      x_test=jnp.asarray(x_test), y_test=jnp.asarray(y_test), fingerprint=fingerprint,
+      image_shape=(32, 32, 3))

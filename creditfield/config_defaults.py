@@ -27,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.num_seeds = 1
   c.xla_fast_compile = False  # runlocal: fewer XLA optimisations, much faster compiles
+  c.matmul_precision = "highest"  # true fp32 (GPU default would be TF32); see run.py
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "cifar10"
@@ -41,7 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
   # The BP snapshot (DESIGN.md §5.1); `path` restores one instead of training.
   c.snapshot = ml_collections.ConfigDict(dict(
       path="", steps=4000, batch_size=256, lr=1e-3, weight_decay=1e-4, warmup_steps=200,
-      residual_scale=1.0, eval_every=500, checkpoint_every=1000, log_every=100))
+      residual_scale=1.0, eval_every=500, checkpoint_every=1000, log_every=100,
+      augment="flip_crop"))  # image data only: none | flip | flip_crop
 
   c.credit = ml_collections.ConfigDict()
   c.credit.names = "oracle,dfa,identity,forward_gradient"
@@ -78,7 +80,8 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> None:
   """The same study, tiny: one seed, width 32, few steps; under a minute on 2 CPU cores."""
   c.xla_fast_compile = True
   c.num_seeds = 1
-  c.student.width = 32
+  if c.data.name == "synthetic":  # CIFAR-10 keeps the memo's width (snapshots must match)
+    c.student.width = 32
   c.data.synthetic.update(dict(in_dim=16, teacher_width=32, num_train=2048, num_test=512))
   c.snapshot.update(dict(steps=200, eval_every=100, checkpoint_every=100, log_every=100,
                          warmup_steps=20))
@@ -102,7 +105,8 @@ def phase6_config(arg, experiment: str) -> ml_collections.ConfigDict:
   c = base_config()
   c.experiment = experiment
   c.num_seeds = 3
-  c.credit.names = "oracle,dfa,identity,forward_gradient,scalar_bridge,vector_field"
+  # `zero` is the control: with no credit only the head (exact gradient) learns.
+  c.credit.names = "oracle,dfa,identity,forward_gradient,scalar_bridge,vector_field,zero"
   c.credit.M = 4  # the memo's Vec_M4
   c.phase6 = ml_collections.ConfigDict(dict(
       k=5, batch_size=256, lrs=(1e-4, 1e-3, 1e-2, 1e-1), optimizer="sgd",

@@ -42,17 +42,12 @@ def initial_params(estimator: base.CreditEstimator, key, student_params, x_train
   return estimator.init(k_init, student_params, estimator.activations(student_params, x, y))
 
 
-def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, key,
-          on_metrics: Optional[Callable[[list], None]] = None, **tags):
-  """Trains `estimator` for `cfg.steps` steps; returns its parameters (phi).
+def make_train_step(estimator: base.CreditEstimator, cfg, phi, key):
+  """(initial state, step_fn(data, state, step) -> (state, metrics)); data = (student, x, y).
 
-  Batches are drawn with `fold_in(key, step)`, so the run is a function of `key`.
-  A non-learned estimator returns its fixed parameters untouched.
+  The step draws its batch with `fold_in(key, step)` from the device-resident
+  training set, so a whole training run needs nothing from the host.
   """
-  k_steps = jax.random.split(key)[1]
-  phi = initial_params(estimator, key, student_params, x_train, y_train, cfg.batch_size)
-  if not estimator.learned or cfg.steps == 0:
-    return phi
   optimizer = make_optimizer(cfg)
   state = EstimatorState(step=jax.numpy.zeros((), jax.numpy.int32), params=phi,
                          ema_params=jax.tree.map(jax.numpy.copy, phi),
@@ -60,7 +55,7 @@ def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg
 
   def step_fn(data, state, step):
     student, x_all, y_all = data
-    k_batch, k_loss = jax.random.split(jax.random.fold_in(k_steps, step))
+    k_batch, k_loss = jax.random.split(jax.random.fold_in(key, step))
     x, y = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
     acts = estimator.activations(student, x, y)
     grads, metrics = jax.grad(estimator.loss, has_aux=True)(
@@ -69,6 +64,21 @@ def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg
     params = optax.apply_updates(state.params, updates)
     ema = optax.incremental_update(params, state.ema_params, 1.0 - cfg.ema_decay)
     return EstimatorState(state.step + 1, params, ema, opt_state), metrics
+
+  return state, step_fn
+
+
+def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, key,
+          on_metrics: Optional[Callable[[list], None]] = None, **tags):
+  """Trains `estimator` for `cfg.steps` steps; returns its parameters (phi).
+
+  Batches are drawn with `fold_in(key, step)`, so the run is a function of `key`.
+  A non-learned estimator returns its fixed parameters untouched.
+  """
+  phi = initial_params(estimator, key, student_params, x_train, y_train, cfg.batch_size)
+  if not estimator.learned or cfg.steps == 0:
+    return phi
+  state, step_fn = make_train_step(estimator, cfg, phi, jax.random.split(key)[1])
 
   def on_chunk(first_step, metrics, state):
     del state

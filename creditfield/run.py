@@ -4,7 +4,7 @@ import sys
 from absl import logging
 import jax
 
-EXPERIMENTS = ("phase1", "pivot", "snapshot", "phase6a", "phase6c")
+EXPERIMENTS = ("phase1", "pivot", "snapshot", "phase6a", "phase6c", "bench")
 
 
 def run_experiment(config, workdir: str) -> dict:
@@ -13,7 +13,10 @@ def run_experiment(config, workdir: str) -> dict:
   # Tiny `runlocal` studies are dominated by XLA compile time, not run time.
   jax.config.update("jax_disable_most_optimizations", bool(config.xla_fast_compile))
   try:
-    return _dispatch(config, workdir)
+    # Finite-difference targets and diagnostics need true fp32 matmuls: a GPU's
+    # default TF32 would put ~1e-3 relative noise into every loss difference.
+    with jax.default_matmul_precision(config.matmul_precision):
+      return _dispatch(config, workdir)
   finally:
     jax.config.update("jax_disable_most_optimizations", previous)
 
@@ -23,6 +26,9 @@ def _dispatch(config, workdir: str) -> dict:
   if name in ("phase1", "pivot"):
     from creditfield.studies import credit_quality  # pylint: disable=g-import-not-at-top
     return credit_quality.run(config, workdir)
+  if name == "bench":
+    from creditfield.studies import benchmark  # pylint: disable=g-import-not-at-top
+    return benchmark.run(config, workdir)
   if name == "snapshot":
     from creditfield.studies import snapshot  # pylint: disable=g-import-not-at-top
     return snapshot.run(config, workdir)

@@ -35,6 +35,10 @@ def test_phase6c_runlocal_covers_every_credit_and_rule(tmp_path):
   final = [r for r in result["rows"] if r["seed"] == "all" and r["k"] == 3]
   assert {(r["credit"], r["rule"]) for r in final} == {
       (c, rule) for c in estimators.NAMES for rule in rules.RULES}
+  # The zero credit is the control: only the head learns, so no rule differs from another.
+  zero = {r["rule"]: r["delta_loss_update"] for r in final
+          if r["credit"] == "zero" and r["lr"] == min(r["lr"] for r in final)}
+  assert max(zero.values()) - min(zero.values()) < 1e-6, zero
   for r in final:
     assert "delta_loss_update" in r and "delta_loss_heldout" in r
   smallest = min(r["lr"] for r in final)

@@ -1,10 +1,11 @@
 """Credit estimators by name (the names used in configs, tables and DESIGN.md)."""
 from creditfield.estimators.base import CreditEstimator
-from creditfield.estimators.baselines import dfa, forward_gradient, identity, oracle
+from creditfield.estimators.baselines import dfa, forward_gradient, identity, oracle, zero
 from creditfield.estimators.scalar_bridge import ScalarBridgeConfig, scalar_bridge
 from creditfield.estimators.vector_field import VectorFieldConfig, vector_field
 
-NAMES = ("oracle", "dfa", "identity", "forward_gradient", "scalar_bridge", "vector_field")
+NAMES = ("oracle", "dfa", "identity", "forward_gradient", "scalar_bridge", "vector_field",
+         "zero")
 # Estimators whose cost and quality depend on the number of directions M.
 USES_M = ("forward_gradient", "vector_field")
 
@@ -34,6 +35,8 @@ def make(name: str, spec, credit_config, num_directions=None) -> CreditEstimator
     return dfa(spec)
   if name == "identity":
     return identity(spec)
+  if name == "zero":
+    return zero(spec)
   if name == "forward_gradient":
     return forward_gradient(spec, m, c.directions, c.forward_gradient.targets, c.fd_eps)
   if name == "vector_field":

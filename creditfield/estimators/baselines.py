@@ -45,6 +45,17 @@ def identity(spec: student_lib.StudentSpec) -> base.CreditEstimator:
   return base.CreditEstimator("identity", spec, base.no_params, credit)
 
 
+def zero(spec: student_lib.StudentSpec) -> base.CreditEstimator:
+  """a_l = 0: under every local rule only the head learns. Phase 6's control."""
+  spec = spec.with_guard(True)
+
+  def credit(phi, student_params, acts, key):
+    del phi, student_params, key
+    return jnp.zeros_like(acts.hs)
+
+  return base.CreditEstimator("zero", spec, base.no_params, credit)
+
+
 def forward_gradient(spec: student_lib.StudentSpec, num_directions: int,
                      directions: str = "gaussian", method: str = "jvp",
                      eps: float = 1e-2) -> base.CreditEstimator:

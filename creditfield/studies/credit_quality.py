@@ -27,12 +27,17 @@ TABLE = ("study", "credit", "M", "conditioning", "targets", "layer", "gamma", "r
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """One estimator variant: its name, M, and any config.credit overrides."""
+  """One estimator variant: its name, M, conditioning, targets and vector_field switches."""
   study: str
   name: str
   M: int
   conditioning: str
   targets: str
+  variant: tuple[tuple[str, object], ...] = ()  # config.credit.vector_field overrides
+
+  def key(self):
+    """What determines the result: entries equal here share one training."""
+    return (self.name, self.M, self.conditioning, self.targets, self.variant)
 
 
 def entries(config) -> list[Entry]:
@@ -51,6 +56,15 @@ def entries(config) -> list[Entry]:
       out.append(Entry("ablation_targets", "vector_field", a.M, c.conditioning, targets))
     for cond in a.conditioning.split(","):
       out.append(Entry("ablation_conditioning", "vector_field", a.M, cond, c.targets))
+    for switch in filter(None, a.variants.split(",")):
+      name, _, value = switch.partition("=")
+      if name not in c.vector_field:
+        raise ValueError(f"config.ablation.variants names {name!r}, which is not a "
+                         f"config.credit.vector_field option ({', '.join(c.vector_field)}).")
+      value = type(c.vector_field[name])(value) if not isinstance(
+          c.vector_field[name], bool) else value == "True"
+      out.append(Entry(f"ablation_{name}", "vector_field", a.M, c.conditioning, c.targets,
+                       ((name, value),)))
   return out
 
 
@@ -58,6 +72,8 @@ def _credit_config(config, entry: Entry):
   c = config.credit.copy_and_resolve_references()
   with c.unlocked():
     c.conditioning, c.targets = entry.conditioning, entry.targets
+    for name, value in entry.variant:
+      c.vector_field[name] = value
   return c
 
 
@@ -70,6 +86,8 @@ def entry_tags(entry: Entry, learned: bool, seed: int) -> dict:
     tags["conditioning"] = entry.conditioning
   if entry.name == "vector_field":
     tags["targets"] = entry.targets
+  for name, value in entry.variant:
+    tags[name] = value
   return tags
 
 
@@ -96,6 +114,29 @@ def layer_rows(base: dict, quality: dict) -> list[dict]:
   return rows
 
 
+def _measure(r, config, entry, seed, student_params, oracle, spec, x, y):
+  """Trains (if learned) and measures one entry; returns (per-layer quality, extra row keys)."""
+  key = common.estimator_key(seed, entry.name, entry.M)
+  est = estimators.make(entry.name, r.spec, _credit_config(config, entry), entry.M)
+  last = {}
+
+  def record(records):
+    r.metrics(records)
+    last.update(records[-1])
+
+  tic = time.perf_counter()
+  phi = estimator_training.train(est, student_params, r.dataset.x_train, r.dataset.y_train,
+                                 config.estimator, key, on_metrics=record,
+                                 **entry_tags(entry, est.learned, seed))
+  jax.block_until_ready(phi)
+  seconds = time.perf_counter() - tic
+  quality = evaluate_credit(est, oracle, spec, student_params, x, y, phi,
+                            jax.random.fold_in(key, 1), config.diagnostics)
+  # Training cost (compilation included) and final loss, for learned estimators.
+  extras = dict(estimator_loss=last.get("total"), seconds=seconds) if est.learned else {}
+  return quality, extras
+
+
 def run(config, workdir: str) -> dict:
   r = common.start(config, workdir)
   todo = entries(config)  # validates names before any work
@@ -107,31 +148,16 @@ def run(config, workdir: str) -> dict:
     x, y = datasets.sample_batch(jax.random.fold_in(jax.random.PRNGKey(seed), 10**6),
                                  r.dataset.x_test, r.dataset.y_test,
                                  min(config.diagnostics.batch_size, r.dataset.x_test.shape[0]))
+    measured = {}  # entry.key() -> (quality, extras): ablation points equal to main ones
     for entry in todo:
-      key = common.estimator_key(seed, entry.name, entry.M)
-      est = estimators.make(entry.name, r.spec, _credit_config(config, entry), entry.M)
-      tags = entry_tags(entry, est.learned, seed)
-      last = {}
-
-      def record(records, tags=tags, last=last):
-        r.metrics(records)
-        last.update(records[-1])
-
-      tic = time.perf_counter()
-      phi = estimator_training.train(est, student_params, r.dataset.x_train,
-                                     r.dataset.y_train, config.estimator, key,
-                                     on_metrics=record, **tags)
-      phi = jax.block_until_ready(phi)
-      seconds = time.perf_counter() - tic
-      quality = evaluate_credit(est, oracle, spec, student_params, x, y, phi,
-                                jax.random.fold_in(key, 1), config.diagnostics)
-      base = dict(tags)
-      if est.learned:  # training cost, compilation included
-        base.update(estimator_loss=last.get("total"), seconds=seconds)
-      rows.extend(layer_rows(base, quality))
-      logging.info("%s: mean gamma %.3f rho %.3f nudge %.3f (%.1fs)",
-                   common.credit_label(tags), rows[-1]["gamma"], rows[-1]["rho"],
-                   rows[-1]["nudge"], seconds)
+      if entry.key() not in measured:
+        measured[entry.key()] = _measure(r, config, entry, seed, student_params, oracle,
+                                         spec, x, y)
+      quality, extras = measured[entry.key()]
+      est_learned = "estimator_loss" in extras
+      rows.extend(layer_rows(dict(entry_tags(entry, est_learned, seed), **extras), quality))
+      logging.info("%s (%s): mean gamma %.3f rho %.3f nudge %.3f", entry.name, entry.study,
+                   rows[-1]["gamma"], rows[-1]["rho"], rows[-1]["nudge"])
   group = ("study", "credit", "M", "conditioning", "targets", "layer")
   summary = outputs.summarize(rows, group, diagnostics.METRICS + ("estimator_loss", "seconds"))
   meta = outputs.run_meta(r.dataset, experiment=config.experiment,

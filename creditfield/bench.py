@@ -1,0 +1,189 @@
+"""Benchmarks of the hot paths on the reference workload (the performance issue).
+
+Each benchmark jits one function once, warms it up, then times `repeats` calls with
+`block_until_ready` and reports min and median ms, samples/s, XLA's FLOP count
+(`compiled.cost_analysis()`), the compiled program's memory footprint
+(`compiled.memory_analysis()`: arguments + outputs + temporaries) and the achieved
+FLOP/s as a ratio to a plain matmul of the workload's largest shape
+((B*L*M_max) x D @ D x H, the block's first layer on every perturbed copy),
+measured in the same run at the same precision.
+"""
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from creditfield import bp_training
+from creditfield import diagnostics
+from creditfield import estimator_training
+from creditfield import estimators
+from creditfield import exploit
+from creditfield import rules
+from creditfield import student as student_lib
+
+PRECISIONS = ("highest", "default", "bfloat16")
+
+
+def time_calls(fn: Callable, args_fn: Callable, warmup: int, repeats: int) -> np.ndarray:
+  """Milliseconds per call; `args_fn()` gives fresh arguments (donated buffers are consumed)."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args_fn()))
+  times = []
+  for _ in range(repeats):
+    args = args_fn()
+    jax.block_until_ready(args)
+    tic = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append((time.perf_counter() - tic) * 1e3)
+  return np.asarray(times)
+
+
+def compiled_stats(jitted, *args, **kwargs) -> dict:
+  compiled = jitted.lower(*args, **kwargs).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  mem = compiled.memory_analysis()
+  footprint = None
+  if mem is not None:
+    footprint = (mem.argument_size_in_bytes + mem.output_size_in_bytes +
+                 mem.temp_size_in_bytes) / 2**20
+  return {"flops": float(cost.get("flops", 0.0)) if cost else 0.0, "memory_mb": footprint}
+
+
+def _row(name, times, stats, samples, matmul_tflops, **extra):
+  """`samples` per call (batch, times k steps and lrs for the scan) gives samples/s."""
+  median = float(np.median(times))
+  tflops = stats["flops"] / (median * 1e-3) / 1e12
+  return dict(bench=name, ms_min=float(times.min()), ms_median=median,
+              samples_per_s=samples / (median * 1e-3), gflop=stats["flops"] / 1e9,
+              tflop_per_s=tflops, matmul_tflop_per_s=matmul_tflops,
+              matmul_ratio=tflops / matmul_tflops if matmul_tflops else None,
+              memory_mb=stats["memory_mb"], **extra)
+
+
+def run_benchmarks(cfg, key) -> list[dict]:
+  """Every benchmark at every precision in `cfg.precisions`; one row each."""
+  rows = []
+  for precision in cfg.precisions.split(","):
+    if precision not in PRECISIONS:
+      raise ValueError(f"Unknown precision {precision!r}; expected one of {PRECISIONS}.")
+    with jax.default_matmul_precision(precision):
+      rows += _run_at_precision(cfg, key, precision)
+  return rows
+
+
+def _credit_config(cfg):
+  from creditfield import config_defaults  # pylint: disable=g-import-not-at-top
+  c = config_defaults.base_config().credit
+  c.vector_field.hidden = tuple(cfg.credit_hidden)
+  c.scalar_bridge.hidden = tuple(cfg.credit_hidden)
+  c.targets, c.fd_eps, c.directions, c.conditioning = "fd", 1e-2, "gaussian", "label"
+  c.vector_field.beta = 1.0
+  return c
+
+
+def _estimator_cfg(cfg):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(dict(
+      steps=1, batch_size=cfg.batch_size, lr=1e-3, schedule="constant", warmup_steps=0,
+      ema_decay=0.99, grad_clip=0.0, log_every=1))
+
+
+def _run_at_precision(cfg, key, precision) -> list[dict]:
+  spec = student_lib.StudentSpec(in_dim=cfg.in_dim, width=cfg.width, depth=cfg.depth,
+                                 num_outputs=cfg.num_outputs, expansion=cfg.expansion)
+  k_params, k_x, k_y, k_mm = jax.random.split(key, 4)
+  params = student_lib.init_params(spec, k_params)
+  n_data = cfg.batch_size * 8
+  x_all = jax.random.normal(k_x, (n_data, cfg.in_dim))
+  y_all = jax.random.randint(k_y, (n_data,), 0, cfg.num_outputs)
+  b = cfg.batch_size
+  common = dict(precision=precision, batch=b, devices=jax.device_count())
+
+  # The hardware reference: a plain matmul of the workload's largest shape.
+  rows_mm = b * spec.depth * max(cfg.M_values)
+  a = jax.random.normal(k_mm, (rows_mm, spec.width))
+  w = jax.random.normal(k_mm, (spec.width, spec.expansion * spec.width))
+  matmul = jax.jit(lambda a, w: a @ w)
+  mm_times = time_calls(matmul, lambda: (a, w), cfg.warmup, cfg.repeats)
+  mm_tflops = 2 * rows_mm * spec.width * spec.expansion * spec.width / (
+      np.median(mm_times) * 1e-3) / 1e12
+  out = [dict(bench="matmul_reference", shape=f"{rows_mm}x{spec.width}@{spec.width}x"
+              f"{spec.expansion * spec.width}", ms_min=float(mm_times.min()),
+              ms_median=float(np.median(mm_times)), tflop_per_s=mm_tflops, matmul_ratio=1.0,
+              **common)]
+
+  data = (params, x_all, y_all)
+  ecfg = _estimator_cfg(cfg)
+  ccfg = _credit_config(cfg)
+
+  def estimator_bench(name, m):
+    est = estimators.make(name, spec, ccfg, m)
+    phi = estimator_training.initial_params(est, key, params, x_all, y_all, b)
+    state, step_fn = estimator_training.make_train_step(est, ecfg, phi, key)
+    jitted = jax.jit(step_fn, donate_argnums=1)
+    stats = compiled_stats(jitted, data, state, jnp.int32(0))
+    holder = {"state": state}
+
+    def call(step):
+      holder["state"], metrics = jitted(data, holder["state"], step)
+      return metrics
+    times = time_calls(call, lambda: (jnp.int32(0),), cfg.warmup, cfg.repeats)
+    return _row(f"{name}_step", times, stats, b, mm_tflops, M=m, **common)
+
+  for m in cfg.M_values:
+    out.append(estimator_bench("vector_field", m))
+  out.append(estimator_bench("scalar_bridge", cfg.M_values[0]))
+
+  # Credit evaluation + Gamma/rho/nudge on one batch (vector_field credit, oracle reference).
+  est = estimators.make("vector_field", spec, ccfg, cfg.M_values[0])
+  oracle = estimators.oracle(spec)
+  phi = estimator_training.initial_params(est, key, params, x_all, y_all, b)
+  x, y = x_all[:b], y_all[:b]
+
+  def evaluate(phi, params, x, y, k):
+    acts = est.activations(params, x, y)
+    credit = est.credit(phi, params, acts, k)
+    exact = oracle.credit({}, params, oracle.activations(params, x, y), None)
+    return diagnostics.credit_quality(spec, params, acts, credit, exact, k,
+                                      cfg.diag_directions)
+  jitted = jax.jit(evaluate)
+  args = (phi, params, x, y, key)
+  stats = compiled_stats(jitted, *args)
+  out.append(_row("credit_and_diagnostics", time_calls(jitted, lambda: args, cfg.warmup,
+                                                       cfg.repeats), stats, b, mm_tflops,
+                  **common))
+
+  # The Phase 6 k-step scan: one lr, and a vmapped set of lrs.
+  bx = x_all[:cfg.k * b].reshape(cfg.k, b, -1)
+  by = y_all[:cfg.k * b].reshape(cfg.k, b)
+  proj = rules.projections(key, spec)
+  ident = estimators.identity(spec)
+  for num_lrs in (1, cfg.num_lrs):
+    lrs = jnp.logspace(-4, -1, num_lrs) if num_lrs > 1 else jnp.asarray([1e-2])
+    args = (ident, {}, params, bx, by, x_all[:b], y_all[:b], key, lrs,
+            rules.rule_index("inner_product"), 0.0, proj)
+    kwargs = dict(optimizer="sgd", update_embed=True)
+    run = lambda *a: exploit.sweep(*a, **kwargs)
+    stats = compiled_stats(exploit.sweep, *args, **kwargs)
+    out.append(_row("phase6_scan", time_calls(run, lambda: args, cfg.warmup, cfg.repeats),
+                    stats, b * cfg.k * num_lrs, mm_tflops, k=cfg.k, num_lrs=num_lrs,
+                    credit="identity", rule="inner_product", **common))
+
+  # The BP snapshot training step.
+  import optax  # pylint: disable=g-import-not-at-top
+  optimizer = optax.adamw(1e-3, weight_decay=1e-4)
+  step_fn = bp_training.make_train_step(spec, optimizer, b, key)
+  state = bp_training.TrainState(params, optimizer.init(params))
+  jitted = jax.jit(step_fn, donate_argnums=1)
+  stats = compiled_stats(jitted, (x_all, y_all), state, jnp.int32(0))
+  holder = {"state": jax.tree.map(jnp.copy, state)}
+
+  def bp_call(step):
+    holder["state"], metrics = jitted((x_all, y_all), holder["state"], step)
+    return metrics
+  out.append(_row("bp_snapshot_step", time_calls(bp_call, lambda: (jnp.int32(0),), cfg.warmup,
+                                                 cfg.repeats), stats, b, mm_tflops, **common))
+  return out
