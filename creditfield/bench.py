@@ -11,6 +11,8 @@ measured in the same run at the same precision.
 import time
 from typing import Callable
 
+from absl import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,6 +58,7 @@ def _row(name, times, stats, samples, matmul_tflops, **extra):
   """`samples` per call (batch, times k steps and lrs for the scan) gives samples/s."""
   median = float(np.median(times))
   tflops = stats["flops"] / (median * 1e-3) / 1e12
+  logging.info("bench %s %s: median %.3f ms, min %.3f ms", name, extra, median, times.min())
   return dict(bench=name, ms_min=float(times.min()), ms_median=median,
               samples_per_s=samples / (median * 1e-3), gflop=stats["flops"] / 1e9,
               tflop_per_s=tflops, matmul_tflop_per_s=matmul_tflops,

@@ -41,8 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # The BP snapshot (DESIGN.md §5.1); `path` restores one instead of training.
   c.snapshot = ml_collections.ConfigDict(dict(
-      path="", steps=4000, batch_size=256, lr=1e-3, weight_decay=1e-4, warmup_steps=200,
-      residual_scale=1.0, eval_every=500, checkpoint_every=1000, log_every=100,
+      path="", steps=10000, batch_size=256, lr=1e-3, weight_decay=1e-4, warmup_steps=200,
+      residual_scale=1.0, eval_every=1000, checkpoint_every=2000, log_every=100,
       augment="flip_crop"))  # image data only: none | flip | flip_crop
 
   c.credit = ml_collections.ConfigDict()

@@ -91,9 +91,16 @@ def student_spec(config, dataset: Dataset) -> student_lib.StudentSpec:
       num_outputs=dataset.num_outputs, expansion=s.expansion, task=dataset.task)
 
 
-def sample_batch(key, x, y, batch_size: int):
-  """A uniformly random batch without replacement; jit- and vmap-friendly."""
-  index = jax.random.choice(key, x.shape[0], (batch_size,), replace=False)
+def sample_batch(key, x, y, batch_size: int, replace: bool = True):
+  """A uniformly random batch; jit- and vmap-friendly.
+
+  With replacement (the default, for training steps) it costs O(batch); without,
+  a permutation of the whole split, which is for one-off evaluation batches.
+  """
+  if replace:
+    index = jax.random.randint(key, (batch_size,), 0, x.shape[0])
+  else:
+    index = jax.random.choice(key, x.shape[0], (batch_size,), replace=False)
   return x[index], y[index]
 
 

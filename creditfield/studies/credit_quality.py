@@ -147,7 +147,8 @@ def run(config, workdir: str) -> dict:
   for seed in range(config.seed, config.seed + config.num_seeds):
     x, y = datasets.sample_batch(jax.random.fold_in(jax.random.PRNGKey(seed), 10**6),
                                  r.dataset.x_test, r.dataset.y_test,
-                                 min(config.diagnostics.batch_size, r.dataset.x_test.shape[0]))
+                                 min(config.diagnostics.batch_size, r.dataset.x_test.shape[0]),
+                                 replace=False)
     measured = {}  # entry.key() -> (quality, extras): ablation points equal to main ones
     for entry in todo:
       if entry.key() not in measured:
