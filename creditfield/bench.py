@@ -125,13 +125,13 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
   def estimator_bench(name, m):
     est = estimators.make(name, spec, ccfg, m)
     phi = estimator_training.initial_params(est, key, params, x_all, y_all, b)
-    state, step_fn = estimator_training.make_train_step(est, ecfg, phi, key)
-    jitted = jax.jit(step_fn, donate_argnums=1)
-    stats = compiled_stats(jitted, data, state, jnp.int32(0))
+    state = estimator_training.init_state(ecfg, phi)
+    jitted = jax.jit(estimator_training.make_train_step(est, ecfg), donate_argnums=1)
+    stats = compiled_stats(jitted, data + (key,), state, jnp.int32(0))
     holder = {"state": state}
 
     def call(step):
-      holder["state"], metrics = jitted(data, holder["state"], step)
+      holder["state"], metrics = jitted(data + (key,), holder["state"], step)
       return metrics
     times = time_calls(call, lambda: (jnp.int32(0),), cfg.warmup, cfg.repeats)
     return _row(f"{name}_step", times, stats, b, mm_tflops, M=m, **common)

@@ -1,8 +1,10 @@
 """Training a learned credit estimator against a frozen student (frozen-feature protocol)."""
+import functools
 from typing import Callable, Optional
 
 import flax
 import jax
+import ml_collections
 import optax
 
 from creditfield import datasets
@@ -42,30 +44,44 @@ def initial_params(estimator: base.CreditEstimator, key, student_params, x_train
   return estimator.init(k_init, student_params, estimator.activations(student_params, x, y))
 
 
-def make_train_step(estimator: base.CreditEstimator, cfg, phi, key):
-  """(initial state, step_fn(data, state, step) -> (state, metrics)); data = (student, x, y).
+def init_state(cfg, phi) -> EstimatorState:
+  return EstimatorState(step=jax.numpy.zeros((), jax.numpy.int32), params=phi,
+                        ema_params=jax.tree.map(jax.numpy.copy, phi),
+                        opt_state=make_optimizer(cfg).init(phi))
 
-  The step draws its batch with `fold_in(key, step)` from the device-resident
-  training set, so a whole training run needs nothing from the host.
-  """
-  optimizer = make_optimizer(cfg)
-  state = EstimatorState(step=jax.numpy.zeros((), jax.numpy.int32), params=phi,
-                         ema_params=jax.tree.map(jax.numpy.copy, phi),
-                         opt_state=optimizer.init(phi))
+
+def _frozen(cfg) -> tuple:
+  return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()))
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_step(estimator: base.CreditEstimator, frozen_cfg: tuple):
+  cfg = dict(frozen_cfg)
+  optimizer = make_optimizer(ml_collections.ConfigDict(cfg))
 
   def step_fn(data, state, step):
-    student, x_all, y_all = data
+    student, x_all, y_all, key = data
     k_batch, k_loss = jax.random.split(jax.random.fold_in(key, step))
-    x, y = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
+    x, y = datasets.sample_batch(k_batch, x_all, y_all, cfg["batch_size"])
     acts = estimator.activations(student, x, y)
     grads, metrics = jax.grad(estimator.loss, has_aux=True)(
         state.params, state.ema_params, student, acts, k_loss)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = optax.incremental_update(params, state.ema_params, 1.0 - cfg.ema_decay)
+    ema = optax.incremental_update(params, state.ema_params, 1.0 - cfg["ema_decay"])
     return EstimatorState(state.step + 1, params, ema, opt_state), metrics
 
-  return state, step_fn
+  return step_fn
+
+
+def make_train_step(estimator: base.CreditEstimator, cfg):
+  """step_fn(data, state, step) -> (state, metrics), data = (student, x_train, y_train, key).
+
+  The step draws its batch with `fold_in(key, step)` from the device-resident
+  training set, so a whole training run needs nothing from the host. The same
+  (estimator, cfg) gives the same function object, so jit compiles it once.
+  """
+  return _cached_step(estimator, _frozen(cfg))
 
 
 def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, key,
@@ -78,7 +94,7 @@ def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg
   phi = initial_params(estimator, key, student_params, x_train, y_train, cfg.batch_size)
   if not estimator.learned or cfg.steps == 0:
     return phi
-  state, step_fn = make_train_step(estimator, cfg, phi, jax.random.split(key)[1])
+  state, step_fn = init_state(cfg, phi), make_train_step(estimator, cfg)
 
   def on_chunk(first_step, metrics, state):
     del state
@@ -86,7 +102,8 @@ def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg
       on_metrics(training_loop.per_step_records(first_step, metrics, **tags))
 
   state = training_loop.run(
-      step_fn, state, (student_params, x_train, y_train), start=0, num_steps=cfg.steps,
+      step_fn, state, (student_params, x_train, y_train, jax.random.split(key)[1]), start=0,
+      num_steps=cfg.steps,
       chunk_size=training_loop.chunk_size(cfg.steps, cfg.log_every),
       what=f"estimator {estimator.name}", on_chunk=on_chunk)
   return state.params

@@ -5,6 +5,7 @@ chunk returns its per-step metrics stacked; the host checks them for non-finite
 values, logs a progress line and hands them to `on_chunk` (metrics.jsonl,
 checkpoints) before the next chunk starts.
 """
+import functools
 import time
 from typing import Any, Callable, Optional
 
@@ -29,6 +30,14 @@ def check_finite(metrics: dict, first_step: int, what: str, last_good: str = "")
           "Lower the learning rate or check the inputs.")
 
 
+@functools.lru_cache(maxsize=128)
+def _jitted_chunk(step_fn):
+  """One jitted chunk per step function, so repeated runs (seeds) compile once."""
+  def chunk(s, steps, data):
+    return jax.lax.scan(lambda s, i: step_fn(data, s, i), s, steps)
+  return jax.jit(chunk, donate_argnums=0)
+
+
 def run(step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict]], state: Any, data: Any, *,
         start: int, num_steps: int, chunk_size: int, what: str,
         on_chunk: Optional[Callable[[int, dict, Any], None]] = None,
@@ -39,10 +48,7 @@ def run(step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict]], state: Any, 
   jitted chunk as an argument, never baked in as a constant.
   `on_chunk(first_step, metrics_numpy, state)` is called after every chunk.
   """
-  def chunk(s, steps, data):
-    return jax.lax.scan(lambda s, i: step_fn(data, s, i), s, steps)
-
-  chunk_fn = jax.jit(chunk, donate_argnums=0)
+  chunk_fn = _jitted_chunk(step_fn)
   step = start
   tic = time.perf_counter()
   while step < num_steps:

@@ -5,6 +5,7 @@ estimator against the frozen student if it learns, take its credit on a held-out
 batch and measure gamma, rho and nudge against the oracle, per layer and mean.
 """
 import dataclasses
+import functools
 import os
 import time
 
@@ -91,17 +92,24 @@ def entry_tags(entry: Entry, learned: bool, seed: int) -> dict:
   return tags
 
 
-def evaluate_credit(estimator, oracle, spec, student_params, x, y, phi, key, dcfg):
-  """Per-layer quality of `estimator`'s credit on one batch, as numpy arrays."""
+@functools.lru_cache(maxsize=128)
+def _quality_fn(estimator, oracle, spec, num_directions: int, sigma: float, nudge_eps: float):
+  """The jitted measurement, one per estimator (so seeds reuse the compiled program)."""
   @jax.jit
   def measure(phi, student_params, x, y, key):
     k_credit, k_diag = jax.random.split(key)
     acts = estimator.activations(student_params, x, y)
     credit = estimator.credit(phi, student_params, acts, k_credit)
     exact = oracle.credit({}, student_params, oracle.activations(student_params, x, y), None)
-    return diagnostics.credit_quality(
-        spec, student_params, acts, credit, exact, k_diag, dcfg.num_directions, dcfg.sigma,
-        dcfg.nudge_eps)
+    return diagnostics.credit_quality(spec, student_params, acts, credit, exact, k_diag,
+                                      num_directions, sigma, nudge_eps)
+  return measure
+
+
+def evaluate_credit(estimator, oracle, spec, student_params, x, y, phi, key, dcfg):
+  """Per-layer quality of `estimator`'s credit on one batch, as numpy arrays."""
+  measure = _quality_fn(estimator, oracle, spec, dcfg.num_directions, dcfg.sigma,
+                        dcfg.nudge_eps)
   return jax.device_get(measure(phi, student_params, x, y, key))
 
 
@@ -114,10 +122,9 @@ def layer_rows(base: dict, quality: dict) -> list[dict]:
   return rows
 
 
-def _measure(r, config, entry, seed, student_params, oracle, spec, x, y):
+def _measure(r, config, entry, est, seed, student_params, oracle, spec, x, y):
   """Trains (if learned) and measures one entry; returns (per-layer quality, extra row keys)."""
   key = common.estimator_key(seed, entry.name, entry.M)
-  est = estimators.make(entry.name, r.spec, _credit_config(config, entry), entry.M)
   last = {}
 
   def record(records):
@@ -143,6 +150,8 @@ def run(config, workdir: str) -> dict:
   student_params, snapshot_eval = common.student(r)
   spec = r.spec.with_guard(False)
   oracle = estimators.oracle(spec)
+  built = {e.key(): estimators.make(e.name, r.spec, _credit_config(config, e), e.M)
+           for e in todo}  # once, so that every seed reuses the compiled programs
   rows = []
   for seed in range(config.seed, config.seed + config.num_seeds):
     x, y = datasets.sample_batch(jax.random.fold_in(jax.random.PRNGKey(seed), 10**6),
@@ -152,8 +161,8 @@ def run(config, workdir: str) -> dict:
     measured = {}  # entry.key() -> (quality, extras): ablation points equal to main ones
     for entry in todo:
       if entry.key() not in measured:
-        measured[entry.key()] = _measure(r, config, entry, seed, student_params, oracle,
-                                         spec, x, y)
+        measured[entry.key()] = _measure(r, config, entry, built[entry.key()], seed,
+                                         student_params, oracle, spec, x, y)
       quality, extras = measured[entry.key()]
       est_learned = "estimator_loss" in extras
       rows.extend(layer_rows(dict(entry_tags(entry, est_learned, seed), **extras), quality))
