@@ -103,7 +103,8 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
   x_all = jax.random.normal(k_x, (n_data, cfg.in_dim))
   y_all = jax.random.randint(k_y, (n_data,), 0, cfg.num_outputs)
   b = cfg.batch_size
-  common = dict(precision=precision, batch=b, devices=jax.device_count())
+  mesh = jax.sharding.get_abstract_mesh()
+  common = dict(precision=precision, batch=b, devices=1 if mesh.empty else mesh.size)
 
   # The hardware reference: a plain matmul of the workload's largest shape.
   rows_mm = b * spec.depth * max(cfg.M_values)

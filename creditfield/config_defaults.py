@@ -28,6 +28,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_seeds = 1
   c.xla_fast_compile = False  # runlocal: fewer XLA optimisations, much faster compiles
   c.matmul_precision = "highest"  # true fp32 (GPU default would be TF32); see run.py
+  # Data parallelism: `data` devices on the mesh's batch axis (0 = all local devices);
+  # `distributed` calls jax.distributed.initialize() first, for multi-host runs.
+  c.mesh = ml_collections.ConfigDict(dict(data=0, distributed=False))
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "cifar10"

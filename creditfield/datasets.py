@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from creditfield import sharding
 from creditfield import student as student_lib
 
 DATASETS = ("synthetic", "cifar10")
@@ -101,13 +102,14 @@ def sample_batch(key, x, y, batch_size: int, replace: bool = True):
     index = jax.random.randint(key, (batch_size,), 0, x.shape[0])
   else:
     index = jax.random.choice(key, x.shape[0], (batch_size,), replace=False)
-  return x[index], y[index]
+  return sharding.shard_batch(x[index]), sharding.shard_batch(y[index])
 
 
 def sample_batches(key, x, y, num_batches: int, batch_size: int):
-  """`num_batches` independent batches, stacked: (K, B, ...)."""
+  """`num_batches` independent batches, stacked: (K, B, ...), each split over devices."""
   keys = jax.random.split(key, num_batches)
-  return jax.vmap(lambda k: sample_batch(k, x, y, batch_size))(keys)
+  xs, ys = jax.vmap(lambda k: sample_batch(k, x, y, batch_size))(keys)
+  return sharding.shard_batch(xs, axis=1), sharding.shard_batch(ys, axis=1)
 
 
 AUGMENTATIONS = ("none", "flip", "flip_crop")

@@ -87,7 +87,9 @@ def git_commit() -> str:
 
 def run_meta(dataset=None, **extra) -> dict:
   devices = jax.devices()
+  mesh = jax.sharding.get_abstract_mesh()
   meta = {
+      "mesh": {} if mesh.empty else dict(zip(mesh.axis_names, mesh.axis_sizes)),
       "creditfield_version": creditfield.__version__,
       "git_commit": git_commit(),
       "jax_version": jax.__version__,

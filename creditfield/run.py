@@ -4,6 +4,8 @@ import sys
 from absl import logging
 import jax
 
+from creditfield import sharding
+
 EXPERIMENTS = ("phase1", "pivot", "snapshot", "phase6a", "phase6c", "bench")
 
 
@@ -13,9 +15,11 @@ def run_experiment(config, workdir: str) -> dict:
   # Tiny `runlocal` studies are dominated by XLA compile time, not run time.
   jax.config.update("jax_disable_most_optimizations", bool(config.xla_fast_compile))
   try:
+    mesh = sharding.make_mesh(config.mesh)
+    sharding.check_batch_sizes(config, mesh.size)
     # Finite-difference targets and diagnostics need true fp32 matmuls: a GPU's
     # default TF32 would put ~1e-3 relative noise into every loss difference.
-    with jax.default_matmul_precision(config.matmul_precision):
+    with jax.default_matmul_precision(config.matmul_precision), jax.set_mesh(mesh):
       return _dispatch(config, workdir)
   finally:
     jax.config.update("jax_disable_most_optimizations", previous)
@@ -41,6 +45,8 @@ def _dispatch(config, workdir: str) -> dict:
 def main(config, workdir: str) -> dict:
   """Entry point for experiments/main.py: a user error exits 1 with a one-paragraph message."""
   from creditfield import user_errors  # pylint: disable=g-import-not-at-top
+  if config.mesh.distributed:  # multi-host: one process per host, before any JAX work
+    jax.distributed.initialize()
   try:
     return run_experiment(config, workdir)
   except user_errors.USER_ERRORS as e:

@@ -20,6 +20,7 @@ from creditfield import estimator_training
 from creditfield import estimators
 from creditfield import outputs
 from creditfield import plots
+from creditfield import sharding
 from creditfield.studies import common
 
 TABLE = ("study", "credit", "M", "conditioning", "targets", "layer", "gamma", "rho", "nudge",
@@ -97,6 +98,7 @@ def _quality_fn(estimator, oracle, spec, num_directions: int, sigma: float, nudg
   """The jitted measurement, one per estimator (so seeds reuse the compiled program)."""
   @jax.jit
   def measure(phi, student_params, x, y, key):
+    x, y = sharding.shard_batch(x), sharding.shard_batch(y)
     k_credit, k_diag = jax.random.split(key)
     acts = estimator.activations(student_params, x, y)
     credit = estimator.credit(phi, student_params, acts, k_credit)
