@@ -22,7 +22,19 @@ class SnapshotError(ValueError):
   """A snapshot path is missing, not an Orbax checkpoint, or does not fit the config."""
 
 
+def warn_incomplete(directory: str) -> list[str]:
+  """Names (and logs) steps whose write never finished: Orbax never lists them."""
+  if not os.path.isdir(directory):
+    return []
+  partial = sorted(n for n in os.listdir(directory) if ".orbax-checkpoint-tmp" in n)
+  for name in partial:
+    logging.warning("Skipping the incomplete checkpoint %s (a write was interrupted); "
+                    "resuming from the last complete step.", os.path.join(directory, name))
+  return partial
+
+
 def manager(directory: str, max_to_keep: Optional[int] = 3) -> ocp.CheckpointManager:
+  warn_incomplete(directory)
   return ocp.CheckpointManager(
       os.path.abspath(directory),
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),

@@ -1,10 +1,10 @@
 """Dispatches a config to its study; turns user mistakes into one clear message."""
 import sys
 
-from absl import logging
 import jax
 
 from creditfield import sharding
+from creditfield import validation
 
 EXPERIMENTS = ("phase1", "pivot", "snapshot", "phase6a", "phase6c", "bench")
 
@@ -15,6 +15,7 @@ def run_experiment(config, workdir: str) -> dict:
   # Tiny `runlocal` studies are dominated by XLA compile time, not run time.
   jax.config.update("jax_disable_most_optimizations", bool(config.xla_fast_compile))
   try:
+    validation.validate(config)
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_sizes(config, mesh.size)
     # Finite-difference targets and diagnostics need true fp32 matmuls: a GPU's
@@ -50,6 +51,5 @@ def main(config, workdir: str) -> dict:
   try:
     return run_experiment(config, workdir)
   except user_errors.USER_ERRORS as e:
-    logging.error("%s", e)
     sys.stderr.write(f"\ncreditfield error: {e}\n")
     sys.exit(1)

@@ -148,12 +148,13 @@ def _measure(r, config, entry, est, seed, student_params, oracle, spec, x, y):
 
 def run(config, workdir: str) -> dict:
   r = common.start(config, workdir)
-  todo = entries(config)  # validates names before any work
+  todo = entries(config)
+  # Built once, before any work (bad settings fail fast), and every seed reuses them.
+  built = {e.key(): estimators.make(e.name, r.spec, _credit_config(config, e), e.M)
+           for e in todo}
   student_params, snapshot_eval = common.student(r)
   spec = r.spec.with_guard(False)
   oracle = estimators.oracle(spec)
-  built = {e.key(): estimators.make(e.name, r.spec, _credit_config(config, e), e.M)
-           for e in todo}  # once, so that every seed reuses the compiled programs
   rows = []
   for seed in range(config.seed, config.seed + config.num_seeds):
     x, y = datasets.sample_batch(jax.random.fold_in(jax.random.PRNGKey(seed), 10**6),

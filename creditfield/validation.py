@@ -1,0 +1,61 @@
+"""Checks a config before any work, so a bad value fails in seconds with one clear message."""
+from creditfield import credit_net
+from creditfield import datasets
+from creditfield import estimators
+from creditfield import perturb
+from creditfield import rules
+
+
+class ConfigError(ValueError):
+  """A config value is out of range or names something that does not exist."""
+
+
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(message)
+
+
+def _one_of(value, valid, key: str) -> None:
+  _require(value in valid, f"config.{key}={value!r} is not valid; expected one of "
+                           f"{', '.join(map(str, valid))}.")
+
+
+def validate(config) -> None:
+  """Raises ConfigError naming the first inconsistent value of `config`."""
+  _require(config.num_seeds >= 1, f"config.num_seeds must be >= 1, got {config.num_seeds}.")
+  if config.experiment == "bench":
+    return
+  _one_of(config.data.name, datasets.DATASETS, "data.name")
+  for key in ("depth", "width", "expansion"):
+    value = config.student[key]
+    _require(value >= 1, f"config.student.{key} must be >= 1, got {value}.")
+  s = config.snapshot
+  _require(s.lr > 0, f"config.snapshot.lr must be > 0, got {s.lr}.")
+  _require(s.steps >= 0, f"config.snapshot.steps must be >= 0, got {s.steps}.")
+  _one_of(s.augment, datasets.AUGMENTATIONS, "snapshot.augment")
+  c = config.credit
+  estimators.parse_names(c.names)
+  for m in (c.M,) + tuple(c.M_values):
+    _require(m >= 1, f"The number of directions M must be >= 1, got {m} "
+                     "(config.credit.M / config.credit.M_values).")
+  _one_of(c.conditioning, credit_net.CONDITIONINGS, "credit.conditioning")
+  _one_of(c.targets, perturb.METHODS, "credit.targets")
+  _one_of(c.forward_gradient.targets, perturb.METHODS, "credit.forward_gradient.targets")
+  _one_of(c.directions, perturb.DIRECTIONS, "credit.directions")
+  _require(c.fd_eps > 0, f"config.credit.fd_eps must be > 0, got {c.fd_eps}.")
+  e = config.estimator
+  _require(e.lr > 0, f"config.estimator.lr must be > 0, got {e.lr}.")
+  _require(e.steps >= 0 and e.batch_size >= 1,
+           f"config.estimator.steps must be >= 0 and batch_size >= 1, got {e.steps}, "
+           f"{e.batch_size}.")
+  _require(0 <= e.ema_decay < 1, f"config.estimator.ema_decay must be in [0, 1), got "
+                                 f"{e.ema_decay}.")
+  if "phase6" in config:
+    p = config.phase6
+    rules.parse_rules(p.rules)
+    _require(p.k >= 1, f"config.phase6.k must be >= 1, got {p.k}.")
+    _require(len(p.lrs) > 0 and all(lr > 0 for lr in p.lrs),
+             f"config.phase6.lrs must be positive learning rates, got {p.lrs}.")
+    for eta in tuple(p.etas) + (p.stretch_eta,):
+      _require(0 < eta <= 10, f"config.phase6 eta values must lie in (0, 10], got {eta} "
+                              "(config.phase6.etas / stretch_eta).")

@@ -1,0 +1,187 @@
+"""Reliability: bad input fails early and clearly, faults are survived, runs reproduce.
+
+One test per case of the reliability issue; the CLI cases run experiments/main.py.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax.numpy as jnp
+import pytest
+
+import creditfield
+from creditfield import bp_training
+from creditfield import checkpoints
+from creditfield import config_defaults
+from creditfield import datasets
+from creditfield import run as run_lib
+from creditfield import training_loop
+from creditfield import validation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(name="phase6c", arg="synthetic,runlocal"):
+  return config_defaults.load(os.path.join(ROOT, "configs", f"{name}.py"), arg)
+
+
+def _main(*args, **kwargs):
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments", "main.py"), *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                          **kwargs)
+
+
+def _one_paragraph_error(proc, *needles):
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode != 0
+  message = err.split("creditfield error:")[-1].strip()
+  assert "Traceback" not in err and message.count("\n") == 0, err[-2000:]
+  for needle in needles:
+    assert needle in message, message
+  return message
+
+
+def test_cli_unknown_credit_name_lists_valid_names(tmp_path):
+  _one_paragraph_error(_main("--config=configs/phase6c.py:synthetic,runlocal",
+                             "--config.credit.names=nonsense", f"--workdir={tmp_path}"),
+                       "nonsense", "oracle", "vector_field")
+
+
+def test_cli_bad_data_dir_names_the_path_and_the_options(tmp_path):
+  _one_paragraph_error(_main("--config=configs/phase6c.py:runlocal",
+                             f"--config.data.dir={tmp_path}/nowhere",
+                             f"--config.data.tfds_data_dir={tmp_path}/tfds",
+                             f"--workdir={tmp_path}/w"),
+                       "nowhere", "does not exist", "synthetic")
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("credit.conditioning", "labels", "credit.conditioning='labels'"),
+    ("credit.targets", "bwd", "credit.targets='bwd'"),
+    ("data.name", "mnist", "data.name='mnist'"),
+    ("phase6.rules", "inner_product,sideways", "valid rules are"),
+    ("credit.M", 0, "M must be >= 1"),
+    ("student.depth", 0, "student.depth must be >= 1"),
+    ("estimator.lr", 0.0, "estimator.lr must be > 0"),
+    ("snapshot.lr", -1.0, "snapshot.lr must be > 0"),
+    ("phase6.lrs", (1e-3, -1.0), "positive learning rates"),
+    ("phase6.etas", (0.1, 11.0), "eta values must lie in"),
+])
+def test_inconsistent_values_fail_before_any_work(tmp_path, key, value, needle):
+  config = _config()
+  section, name = key.split(".")
+  config[section][name] = value
+  with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace("[", r"\[")):
+    run_lib.run_experiment(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
+def test_batch_not_divisible_by_devices_and_too_large_mesh_fail_before_work(tmp_path):
+  config = _config()
+  config.mesh.data = 2  # one CPU device here
+  with pytest.raises(ValueError, match="are available"):
+    run_lib.run_experiment(config, str(tmp_path / "w"))
+  from creditfield import sharding  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="not divisible by the 3 devices"):
+    sharding.check_batch_sizes(config, 3)
+  assert not (tmp_path / "w").exists()
+
+
+def test_a_workdir_of_another_run_is_never_overwritten(tmp_path):
+  config = _config("phase1")
+  run_lib.run_experiment(config, str(tmp_path))
+  before = {n: (tmp_path / n).read_bytes() for n in ("config.json", "results.json")}
+  config.seed = 7
+  with pytest.raises(Exception, match="different run"):
+    run_lib.run_experiment(config, str(tmp_path))
+  assert before == {n: (tmp_path / n).read_bytes() for n in before}
+
+
+def test_nan_loss_stops_with_the_step_and_the_quantity(tmp_path):
+  config = _config("snapshot")
+  data = datasets.load(config, 0)
+  poisoned = datasets.Dataset(**dict(data.__dict__, x_train=data.x_train.at[:].set(jnp.nan)))
+  spec = datasets.student_spec(config, data)
+  with pytest.raises(training_loop.NonFiniteError, match=r"loss became nan at step 0"):
+    bp_training.train(spec, poisoned, config.snapshot, jnp.zeros(2, jnp.uint32))
+
+
+def _snapshot_command(workdir):
+  return ("--config=configs/snapshot.py:synthetic,runlocal", "--config.snapshot.steps=3000",
+          "--config.snapshot.checkpoint_every=500", f"--workdir={workdir}")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_snapshot(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("whole")
+  whole = _main(*_snapshot_command(workdir))
+  assert whole.wait(timeout=300) == 0
+  return json.loads((workdir / "results.json").read_text())["rows"][0]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sig,
+                                                          uninterrupted_snapshot):
+  proc = _main(*_snapshot_command(tmp_path / "killed"))
+  ckpt = tmp_path / "killed" / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline and not (ckpt.exists() and any(
+      n.isdigit() for n in os.listdir(ckpt))):
+    time.sleep(0.2)
+  proc.send_signal(sig)
+  proc.communicate(timeout=60)
+  assert not (tmp_path / "killed" / "results.json").exists(), "killed too late"
+  resumed = _main(*_snapshot_command(tmp_path / "killed"))
+  assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
+  row = json.loads((tmp_path / "killed" / "results.json").read_text())["rows"][0]
+  assert (row["accuracy"], row["loss"]) == (uninterrupted_snapshot["accuracy"],
+                                            uninterrupted_snapshot["loss"])
+
+
+def test_half_written_and_truncated_checkpoints(tmp_path):
+  config = _config("snapshot")
+  config.snapshot.steps = 200
+  run_lib.run_experiment(config, str(tmp_path))
+  ckpt = tmp_path / "checkpoints"
+  (ckpt / "300.orbax-checkpoint-tmp-1234").mkdir()  # a write that never finished
+  assert checkpoints.warn_incomplete(str(ckpt)) == ["300.orbax-checkpoint-tmp-1234"]
+  assert creditfield.load_snapshot(str(tmp_path)).step == 200
+  for path in (ckpt / "200" / "params").rglob("*"):
+    if path.is_file() and path.name != "_METADATA":
+      path.write_bytes(b"")  # truncated
+  with pytest.raises(checkpoints.SnapshotError, match="truncated"):
+    creditfield.load_snapshot(str(tmp_path))
+
+
+def test_same_config_and_seed_reproduce_bit_identical_results(tmp_path):
+  values = []
+  for name in ("a", "b"):
+    run_lib.run_experiment(_config(), str(tmp_path / name))
+    values.append(json.loads((tmp_path / name / "results.json").read_text())["rows"])
+  assert values[0] == values[1]
+
+
+def test_different_seeds_differ_and_meta_records_the_run(tmp_path):
+  results = []
+  for seed in (0, 1):
+    config = _config("phase1")
+    config.seed = seed
+    results.append(run_lib.run_experiment(config, str(tmp_path / str(seed))))
+  gammas = [[r["gamma"] for r in res["rows"] if r["credit"] == "forward_gradient"]
+            for res in results]
+  assert gammas[0] != gammas[1]
+  meta = results[0]["meta"]
+  for key in ("creditfield_version", "git_commit", "jax_version", "backend", "devices",
+              "data_fingerprint", "mesh", "wall_seconds"):
+    assert key in meta, key
+  assert meta["creditfield_version"] == creditfield.__version__
+
+
+def test_validation_accepts_every_shipped_config():
+  for name in ("phase1", "pivot", "snapshot", "phase6a", "phase6c", "bench"):
+    for arg in ("synthetic", "synthetic,runlocal", "runlocal"):
+      validation.validate(_config(name, arg))
+
