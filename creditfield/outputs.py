@@ -185,3 +185,17 @@ class Stopwatch:
 
   def seconds(self) -> float:
     return time.perf_counter() - self.start
+
+
+def pivot_markdown(rows: Sequence[dict], index: str, columns: str, value: str,
+                   column_label=str) -> str:
+  """A markdown table of `value` (± `value_std` over seeds) with `index` down, `columns` across."""
+  cols = list(dict.fromkeys(r[columns] for r in rows))
+  idx = list(dict.fromkeys(r[index] for r in rows))
+  cell = {(r[index], r[columns]): r for r in rows}
+  out = ["| " + index + " | " + " | ".join(column_label(c) for c in cols) + " |",
+         "|---|" + "---|" * len(cols)]
+  for i in idx:
+    out.append(f"| {i} | " + " | ".join(
+        _cell(cell[(i, c)], value) if (i, c) in cell else "" for c in cols) + " |")
+  return "\n".join(out)

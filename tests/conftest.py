@@ -21,3 +21,19 @@ def batch(spec):
   x = jax.random.normal(kx, (16, spec.in_dim))
   y = jax.random.randint(ky, (16,), 0, spec.num_outputs)
   return x, y
+
+
+@pytest.fixture(scope="session")
+def phase6c_runlocal(tmp_path_factory):
+  """One `phase6c.py:synthetic,runlocal` run shared by the tests that read its table."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from creditfield import config_defaults  # pylint: disable=g-import-not-at-top
+  from creditfield import run as run_lib  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = tmp_path_factory.mktemp("phase6c_runlocal")
+  run_lib.run_experiment(
+      config_defaults.load(os.path.join(root, "configs", "phase6c.py"), "synthetic,runlocal"),
+      str(workdir))
+  with open(workdir / "results.json") as f:
+    return workdir, json.load(f)

@@ -30,8 +30,8 @@ def test_pivot_runlocal_has_learned_estimators_with_quality_metrics(tmp_path):
                                          "ablation_conditioning"}
 
 
-def test_phase6c_runlocal_covers_every_credit_and_rule(tmp_path):
-  result = _run("phase6c", tmp_path)
+def test_phase6c_runlocal_covers_every_credit_and_rule(phase6c_runlocal):
+  tmp_path, result = phase6c_runlocal
   final = [r for r in result["rows"] if r["seed"] == "all" and r["k"] == 3]
   assert {(r["credit"], r["rule"]) for r in final} == {
       (c, rule) for c in estimators.NAMES for rule in rules.RULES}
