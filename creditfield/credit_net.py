@@ -60,3 +60,12 @@ def apply_over_layers(net: CreditNet, phi, hs_SxBxD, t_S, s_BxS) -> jax.Array:
   batch = hs_SxBxD.shape[1]
   return jax.vmap(lambda h, t: net.apply(phi, h, jnp.full((batch,), t), s_BxS))(
       hs_SxBxD, t_S)
+
+
+def initializer(net: CreditNet, kind: str, spec):
+  """The estimator `init(key, student_params, acts) -> phi` of a credit net."""
+  def init(key, student_params, acts):
+    del student_params
+    s = conditioning(kind, acts, spec)
+    return net.init(key, acts.hs[0], jnp.zeros(acts.hs.shape[1]), s)
+  return init

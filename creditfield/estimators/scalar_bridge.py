@@ -61,10 +61,7 @@ def scalar_bridge(spec: student_lib.StudentSpec, cfg: ScalarBridgeConfig) -> bas
     (_, v), grad = jax.value_and_grad(summed, has_aux=True)(hs_SxBxD)
     return v, grad
 
-  def init(key, student_params, acts):
-    del student_params
-    s = credit_net.conditioning(cfg.conditioning, acts, spec)
-    return net.init(key, acts.hs[0], jnp.zeros(acts.hs.shape[1]), s)
+  init = credit_net.initializer(net, cfg.conditioning, spec)
 
   def credit(phi, student_params, acts, key):
     del student_params, key

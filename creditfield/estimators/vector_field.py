@@ -68,10 +68,7 @@ def vector_field(spec: student_lib.StudentSpec, cfg: VectorFieldConfig) -> base.
       a = a + acts.delta_L
     return a
 
-  def init(key, student_params, acts):
-    del student_params
-    s = credit_net.conditioning(cfg.conditioning, acts, spec)
-    return net.init(key, acts.hs[0], jnp.zeros(acts.hs.shape[1]), s)
+  init = credit_net.initializer(net, cfg.conditioning, spec)
 
   def credit(phi, student_params, acts, key):
     del student_params, key
