@@ -205,8 +205,3 @@ def oracle_grads(spec: StudentSpec, params: Params, x, y) -> jax.Array:
 
 def mean_loss(spec: StudentSpec, params: Params, x, y) -> jax.Array:
   return per_sample_loss(spec, forward(spec, params, x)[1], y).mean()
-
-
-def accuracy(spec: StudentSpec, params: Params, x, y) -> jax.Array:
-  logits = forward(spec, params, x)[1]
-  return jnp.mean(jnp.argmax(logits, -1) == y)
