@@ -55,7 +55,7 @@ def evaluate(spec, params, x, y, batch_size: int = 2048) -> dict:
 
 
 def make_train_step(spec, optimizer, batch_size: int, key, image_shape=None,
-                    augment: str = "none"):
+                    augment: str = "none", skip_nonfinite: bool = False):
   """step_fn(data, state, step) -> (state, {"loss"}), data = (x_train, y_train) on device."""
 
   def step_fn(data, state, step):
@@ -65,14 +65,15 @@ def make_train_step(spec, optimizer, batch_size: int, key, image_shape=None,
     x = datasets.augment(k_augment, x, image_shape, augment)
     loss, grads = jax.value_and_grad(student_lib.mean_loss, argnums=1)(spec, state.params, x, y)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    return TrainState(optax.apply_updates(state.params, updates), opt_state), {"loss": loss}
+    new_state = TrainState(optax.apply_updates(state.params, updates), opt_state)
+    return training_loop.keep_if_finite(new_state, state, loss, {"loss": loss}, skip_nonfinite)
 
   return step_fn
 
 
 def train(spec: student_lib.StudentSpec, dataset: datasets.Dataset, cfg, key, *,
           mngr=None, meta: Optional[dict] = None,
-          on_metrics: Optional[Callable[[list], None]] = None):
+          on_metrics: Optional[Callable[[list], None]] = None, skip_nonfinite: bool = False):
   """Trains the student by backprop; returns (params, opt_state, last eval dict).
 
   With `mngr` (an Orbax CheckpointManager) it resumes from the latest step,
@@ -95,7 +96,7 @@ def train(spec: student_lib.StudentSpec, dataset: datasets.Dataset, cfg, key, *,
     logging.info("Resuming the snapshot from step %d of %s.", start, mngr.directory)
 
   step_fn = make_train_step(spec, optimizer, cfg.batch_size, k_steps, dataset.image_shape,
-                            augment)
+                            augment, skip_nonfinite)
   history = []
 
   def on_chunk(first_step, metrics, state):

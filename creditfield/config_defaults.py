@@ -28,6 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_seeds = 1
   c.xla_fast_compile = False  # runlocal: fewer XLA optimisations, much faster compiles
   c.matmul_precision = "highest"  # true fp32 (GPU default would be TF32); see run.py
+  # A NaN/Inf loss stops the run (naming the step); True skips such steps instead.
+  c.skip_nonfinite = False
   # Data parallelism: `data` devices on the mesh's batch axis (0 = all local devices);
   # `distributed` calls jax.distributed.initialize() first, for multi-host runs.
   c.mesh = ml_collections.ConfigDict(dict(data=0, distributed=False))
@@ -126,6 +128,10 @@ def phase6_config(arg, experiment: str) -> ml_collections.ConfigDict:
       etas=(0.01, 0.1, 0.3, 1.0), stretch_eta=0.1, heldout_size=4096, update_embed=True))
   if "synthetic" in args:
     use_synthetic(c)
+    # Keeps the whole synthetic study within ~5 minutes on two CPU cores.
+    c.credit.vector_field.hidden = (256, 256)
+    c.credit.scalar_bridge.hidden = (256, 256)
+    c.estimator.steps = 1000
   if "runlocal" in args:
     shrink_for_runlocal(c)
     c.phase6.update(dict(k=3, batch_size=64, heldout_size=512, etas=(0.1, 1.0)))

@@ -55,7 +55,7 @@ def _frozen(cfg) -> tuple:
 
 
 @functools.lru_cache(maxsize=128)
-def _cached_step(estimator: base.CreditEstimator, frozen_cfg: tuple):
+def _cached_step(estimator: base.CreditEstimator, frozen_cfg: tuple, skip_nonfinite: bool):
   cfg = dict(frozen_cfg)
   optimizer = make_optimizer(ml_collections.ConfigDict(cfg))
 
@@ -69,23 +69,26 @@ def _cached_step(estimator: base.CreditEstimator, frozen_cfg: tuple):
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = optax.incremental_update(params, state.ema_params, 1.0 - cfg["ema_decay"])
-    return EstimatorState(state.step + 1, params, ema, opt_state), metrics
+    new_state = EstimatorState(state.step + 1, params, ema, opt_state)
+    return training_loop.keep_if_finite(new_state, state, metrics["total"], metrics,
+                                        skip_nonfinite)
 
   return step_fn
 
 
-def make_train_step(estimator: base.CreditEstimator, cfg):
+def make_train_step(estimator: base.CreditEstimator, cfg, skip_nonfinite: bool = False):
   """step_fn(data, state, step) -> (state, metrics), data = (student, x_train, y_train, key).
 
   The step draws its batch with `fold_in(key, step)` from the device-resident
   training set, so a whole training run needs nothing from the host. The same
   (estimator, cfg) gives the same function object, so jit compiles it once.
   """
-  return _cached_step(estimator, _frozen(cfg))
+  return _cached_step(estimator, _frozen(cfg), skip_nonfinite)
 
 
 def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, key,
-          on_metrics: Optional[Callable[[list], None]] = None, **tags):
+          on_metrics: Optional[Callable[[list], None]] = None, skip_nonfinite: bool = False,
+          **tags):
   """Trains `estimator` for `cfg.steps` steps; returns its parameters (phi).
 
   Batches are drawn with `fold_in(key, step)`, so the run is a function of `key`.
@@ -94,7 +97,7 @@ def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg
   phi = initial_params(estimator, key, student_params, x_train, y_train, cfg.batch_size)
   if not estimator.learned or cfg.steps == 0:
     return phi
-  state, step_fn = init_state(cfg, phi), make_train_step(estimator, cfg)
+  state, step_fn = init_state(cfg, phi), make_train_step(estimator, cfg, skip_nonfinite)
 
   def on_chunk(first_step, metrics, state):
     del state

@@ -19,15 +19,27 @@ class NonFiniteError(FloatingPointError):
   """A loss or metric became NaN or Inf during training."""
 
 
+def keep_if_finite(new_state, old_state, loss, metrics: dict, skip: bool):
+  """With `skip`, a step whose loss is NaN/Inf leaves the state untouched (`skipped` = 1)."""
+  if not skip:
+    return new_state, metrics
+  ok = jnp.isfinite(loss)
+  state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, old_state)
+  return state, dict(metrics, skipped=(~ok).astype(jnp.float32))
+
+
 def check_finite(metrics: dict, first_step: int, what: str, last_good: str = "") -> None:
+  """Raises NonFiniteError at the first non-finite metric of a step that was not skipped."""
+  skipped = np.asarray(metrics.get("skipped", 0.0)) > 0
   for name, values in metrics.items():
     values = np.asarray(values)
-    bad = np.flatnonzero(~np.isfinite(values))
+    bad = np.flatnonzero(~np.isfinite(values) & ~skipped)
     if bad.size:
       where = f" The last good checkpoint is {last_good}." if last_good else ""
       raise NonFiniteError(
           f"{what}: {name} became {values[bad[0]]} at step {first_step + int(bad[0])}.{where} "
-          "Lower the learning rate or check the inputs.")
+          "Lower the learning rate or check the inputs; --config.skip_nonfinite=True skips "
+          "such steps instead.")
 
 
 @functools.lru_cache(maxsize=128)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -107,6 +108,22 @@ def test_nan_loss_stops_with_the_step_and_the_quantity(tmp_path):
   spec = datasets.student_spec(config, data)
   with pytest.raises(training_loop.NonFiniteError, match=r"loss became nan at step 0"):
     bp_training.train(spec, poisoned, config.snapshot, jnp.zeros(2, jnp.uint32))
+
+
+def test_skip_nonfinite_option_skips_such_steps_instead(tmp_path):
+  config = _config("snapshot")
+  data = datasets.load(config, 0)
+  poisoned = datasets.Dataset(**dict(data.__dict__, x_train=data.x_train.at[0].set(jnp.nan)))
+  spec = datasets.student_spec(config, data)
+  config.snapshot.steps = 100
+  records = []
+  params, _, final = bp_training.train(spec, poisoned, config.snapshot, jnp.zeros(2, jnp.uint32),
+                                       on_metrics=records.extend, skip_nonfinite=True)
+  skipped = sum(r.get("skipped", 0) for r in records if r["phase"] == "snapshot_train")
+  # One poisoned sample in 2048: about 12% of batches of 256 hold it and are skipped.
+  assert 0 < skipped < 50, skipped
+  assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params))
+  assert final["loss"] < 2.0  # the other steps trained
 
 
 def _snapshot_command(workdir):

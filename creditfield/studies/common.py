@@ -53,7 +53,7 @@ def student(run: Run):
   try:
     params, _, final = bp_training.train(
         run.spec, run.dataset, cfg, jax.random.PRNGKey(run.config.seed), mngr=mngr, meta=meta,
-        on_metrics=run.metrics)
+        on_metrics=run.metrics, skip_nonfinite=run.config.skip_nonfinite)
   finally:
     mngr.close()
   logging.info("Snapshot: %s", final)

@@ -136,6 +136,7 @@ def _measure(r, config, entry, est, seed, student_params, oracle, spec, x, y):
   tic = time.perf_counter()
   phi = estimator_training.train(est, student_params, r.dataset.x_train, r.dataset.y_train,
                                  config.estimator, key, on_metrics=record,
+                                 skip_nonfinite=config.skip_nonfinite,
                                  **entry_tags(entry, est.learned, seed))
   jax.block_until_ready(phi)
   seconds = time.perf_counter() - tic
