@@ -37,3 +37,16 @@ def phase6c_runlocal(tmp_path_factory):
       str(workdir))
   with open(workdir / "results.json") as f:
     return workdir, json.load(f)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compilation_caches():
+  """Drop compiled programs after each test module, so one long pytest process does not
+  accumulate hundreds of XLA executables (the suite runs many small studies)."""
+  yield
+  from creditfield import estimator_training, training_loop  # pylint: disable=g-import-not-at-top
+  from creditfield.studies import credit_quality  # pylint: disable=g-import-not-at-top
+  for cached in (training_loop._jitted_chunk, estimator_training._cached_step,  # pylint: disable=protected-access
+                 credit_quality._quality_fn):  # pylint: disable=protected-access
+    cached.cache_clear()
+  jax.clear_caches()
