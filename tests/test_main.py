@@ -28,6 +28,14 @@ def test_misspelt_override_exits_nonzero_naming_it(tmp_path):
   assert "sedd" in out.stderr
 
 
+def test_mistyped_override_exits_nonzero_naming_it(tmp_path):
+  out = _main("--config=configs/phase1.py:synthetic,runlocal", "--config.seed=abc",
+              f"--workdir={tmp_path}")
+  assert out.returncode != 0
+  assert "seed" in out.stderr and "abc" in out.stderr
+  assert not os.path.exists(tmp_path / "config.json")
+
+
 def test_unknown_estimator_exits_nonzero_listing_valid_names(tmp_path):
   out = _main("--config=configs/phase1.py:synthetic,runlocal", "--config.credit.names=nonsense",
               f"--workdir={tmp_path}")
