@@ -2,6 +2,7 @@
 from creditfield import credit_net
 from creditfield import datasets
 from creditfield import estimators
+from creditfield import exploit
 from creditfield import perturb
 from creditfield import rules
 
@@ -53,6 +54,7 @@ def validate(config) -> None:
   if "phase6" in config:
     p = config.phase6
     rules.parse_rules(p.rules)
+    _one_of(p.optimizer, exploit.OPTIMIZERS, "phase6.optimizer")
     _require(p.k >= 1, f"config.phase6.k must be >= 1, got {p.k}.")
     _require(len(p.lrs) > 0 and all(lr > 0 for lr in p.lrs),
              f"config.phase6.lrs must be positive learning rates, got {p.lrs}.")

@@ -70,6 +70,7 @@ def test_cli_bad_data_dir_names_the_path_and_the_options(tmp_path):
     ("snapshot.lr", -1.0, "snapshot.lr must be > 0"),
     ("phase6.lrs", (1e-3, -1.0), "positive learning rates"),
     ("phase6.etas", (0.1, 11.0), "eta values must lie in"),
+    ("phase6.optimizer", "lbfgs", "phase6.optimizer='lbfgs'"),
 ])
 def test_inconsistent_values_fail_before_any_work(tmp_path, key, value, needle):
   config = _config()

@@ -60,6 +60,12 @@ def student(run: Run):
   return params, final
 
 
+def diagnostics_batch(run: Run, key):
+  """A held-out batch of `config.diagnostics.batch_size` distinct samples for credit quality."""
+  size = min(run.config.diagnostics.batch_size, run.dataset.x_test.shape[0])
+  return datasets.sample_batch(key, run.dataset.x_test, run.dataset.y_test, size, replace=False)
+
+
 def estimator_key(seed: int, name: str, num_directions: int) -> jax.Array:
   """A key per (seed, estimator, M), independent of the order names are listed in."""
   key = jax.random.fold_in(jax.random.PRNGKey(seed), estimators.NAMES.index(name))

@@ -14,7 +14,6 @@ import jax
 import numpy as np
 
 from creditfield import checkpoints
-from creditfield import datasets
 from creditfield import diagnostics
 from creditfield import estimator_training
 from creditfield import estimators
@@ -158,10 +157,7 @@ def run(config, workdir: str) -> dict:
   oracle = estimators.oracle(spec)
   rows = []
   for seed in range(config.seed, config.seed + config.num_seeds):
-    x, y = datasets.sample_batch(jax.random.fold_in(jax.random.PRNGKey(seed), 10**6),
-                                 r.dataset.x_test, r.dataset.y_test,
-                                 min(config.diagnostics.batch_size, r.dataset.x_test.shape[0]),
-                                 replace=False)
+    x, y = common.diagnostics_batch(r, jax.random.fold_in(jax.random.PRNGKey(seed), 10**6))
     measured = {}  # entry.key() -> (quality, extras): ablation points equal to main ones
     for entry in todo:
       if entry.key() not in measured:
