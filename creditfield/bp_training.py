@@ -4,6 +4,7 @@ Training is resumable: with a checkpoint manager, the run restores the latest
 complete step and continues; batches are drawn with `fold_in(key, step)`, so an
 interrupted and resumed run ends where an uninterrupted one does.
 """
+import functools
 import math
 from typing import Callable, Optional
 
@@ -31,25 +32,31 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
   for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
     if cfg[name] < (0 if name == "steps" else 1):
       raise ValueError(f"config.snapshot.{name} must be positive, got {cfg[name]}.")
+  return adamw_warmup_cosine(cfg.lr, cfg.steps, cfg.warmup_steps, cfg.weight_decay)
+
+
+def adamw_warmup_cosine(lr: float, steps: int, warmup_steps: int, weight_decay: float):
+  """AdamW with a linear warmup to `lr` and a cosine decay over `steps`."""
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, cfg.lr, min(cfg.warmup_steps, max(cfg.steps - 1, 0)), max(cfg.steps, 1))
-  return optax.adamw(schedule, weight_decay=cfg.weight_decay)
+      0.0, lr, min(warmup_steps, max(steps - 1, 0)), max(steps, 1))
+  return optax.adamw(schedule, weight_decay=weight_decay)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _eval_sums(spec, params, xb, yb):
+  logits = student_lib.forward(spec, params, xb)[1]
+  out = {"loss": student_lib.per_sample_loss(spec, logits, yb).sum()}
+  if spec.task == "classification":
+    out["accuracy"] = jnp.sum(jnp.argmax(logits, -1) == yb)
+  return out
 
 
 def evaluate(spec, params, x, y, batch_size: int = 2048) -> dict:
   """Mean loss (and accuracy for classification) over a whole split, in fixed batches."""
-  @jax.jit
-  def sums(params, xb, yb):
-    logits = student_lib.forward(spec, params, xb)[1]
-    out = {"loss": student_lib.per_sample_loss(spec, logits, yb).sum()}
-    if spec.task == "classification":
-      out["accuracy"] = jnp.sum(jnp.argmax(logits, -1) == yb)
-    return out
-
   n = x.shape[0]
   totals = None
   for start in range(0, n, batch_size):
-    part = sums(params, x[start:start + batch_size], y[start:start + batch_size])
+    part = _eval_sums(spec, params, x[start:start + batch_size], y[start:start + batch_size])
     totals = part if totals is None else jax.tree.map(jnp.add, totals, part)
   return {k: float(v) / n for k, v in totals.items()}
 

@@ -104,6 +104,18 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> None:
   c.diagnostics.batch_size = 256
 
 
+def local_train_config() -> ml_collections.ConfigDict:
+  """Training the student from scratch with local rules (configs/local_train.py)."""
+  return ml_collections.ConfigDict(dict(
+      steps=10000, batch_size=256, lr=1e-3, warmup_steps=200, weight_decay=1e-4,
+      residual_scale=1.0, augment="flip_crop", eval_every=1000,
+      rules="inner_product,target_shift,cosine,local_ce,distill",
+      eta=0.1,  # the step of target_shift, local_ce and distill
+      estimator_steps=1,  # online estimator updates per student update
+      estimator_batch="same",  # same | separate: the student's batch or a fresh one
+      update_embed=True))
+
+
 def load(path: str, arg=None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of the config file at `path` (for notebooks and tests)."""
   module_spec = importlib.util.spec_from_file_location("creditfield_config", path)

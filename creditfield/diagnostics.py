@@ -8,7 +8,7 @@ Per layer l = 0..L (and their mean):
 import jax
 import jax.numpy as jnp
 
-from creditfield import perturb
+from creditfield import student as student_lib
 
 METRICS = ("gamma", "rho", "nudge")
 
@@ -32,21 +32,19 @@ def credit_quality(spec, student_params, acts, credit_SxBxD, oracle_SxBxD, key,
                    num_directions: int = 8, sigma: float = 1e-3,
                    nudge_eps: float = 1e-2) -> dict[str, jax.Array]:
   """gamma, rho and nudge per layer, each of shape (L+1,). Forward passes only."""
-  layers = jnp.arange(credit_SxBxD.shape[0])
   hs, y = acts.hs, acts.y
-  base_SxB = perturb.losses_from(spec, student_params, hs, layers, y)
+  losses_from = lambda hs: student_lib.losses_from_layers(spec, student_params, hs, y)
+  base_SxB = losses_from(hs)
 
   v = jax.random.normal(key, (num_directions,) + hs.shape)
-  actual_MxSxB = jax.vmap(
-      lambda v: perturb.losses_from(spec, student_params, hs + sigma * v, layers, y))(v)
+  actual_MxSxB = jax.vmap(lambda v: losses_from(hs + sigma * v))(v)
   actual_MxSxB = actual_MxSxB - base_SxB
   predicted_MxSxB = jnp.einsum("sbd,msbd->msb", credit_SxBxD, v)
   to_SxN = lambda t: jnp.moveaxis(t, 0, 1).reshape(t.shape[1], -1)
   rho = pearson(to_SxN(predicted_MxSxB), to_SxN(actual_MxSxB))
 
   def decrease(direction_SxBxD):
-    moved = perturb.losses_from(
-        spec, student_params, hs - nudge_eps * _unit(direction_SxBxD), layers, y)
+    moved = losses_from(hs - nudge_eps * _unit(direction_SxBxD))
     return (base_SxB - moved).mean(-1)
 
   nudge = decrease(credit_SxBxD) / decrease(oracle_SxBxD)

@@ -54,6 +54,18 @@ def _frozen(cfg) -> tuple:
   return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()))
 
 
+def update(estimator: base.CreditEstimator, optimizer, ema_decay: float,
+           state: EstimatorState, student, x, y, key) -> tuple[EstimatorState, dict]:
+  """One optimiser step on the estimator's loss at the student's batch (x, y)."""
+  acts = estimator.activations(student, x, y)
+  grads, metrics = jax.grad(estimator.loss, has_aux=True)(
+      state.params, state.ema_params, student, acts, key)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
+  return EstimatorState(state.step + 1, params, ema, opt_state), metrics
+
+
 @functools.lru_cache(maxsize=128)
 def _cached_step(estimator: base.CreditEstimator, frozen_cfg: tuple, skip_nonfinite: bool):
   cfg = dict(frozen_cfg)
@@ -63,13 +75,8 @@ def _cached_step(estimator: base.CreditEstimator, frozen_cfg: tuple, skip_nonfin
     student, x_all, y_all, key = data
     k_batch, k_loss = jax.random.split(jax.random.fold_in(key, step))
     x, y = datasets.sample_batch(k_batch, x_all, y_all, cfg["batch_size"])
-    acts = estimator.activations(student, x, y)
-    grads, metrics = jax.grad(estimator.loss, has_aux=True)(
-        state.params, state.ema_params, student, acts, k_loss)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = optax.incremental_update(params, state.ema_params, 1.0 - cfg["ema_decay"])
-    new_state = EstimatorState(state.step + 1, params, ema, opt_state)
+    new_state, metrics = update(estimator, optimizer, cfg["ema_decay"], state, student, x, y,
+                                k_loss)
     return training_loop.keep_if_finite(new_state, state, metrics["total"], metrics,
                                         skip_nonfinite)
 

@@ -13,14 +13,12 @@ def _save(fig, path: str) -> None:
   plt.close(fig)
 
 
-def lines(rows: Sequence[dict], path: str, *, x: str, y: str, label: Callable[[dict], str],
-          title: str = "", xlog: bool = False, ylabel: str = "") -> None:
-  """One line per label: `y` (with `y_std` error bars where present) against `x`."""
+def _draw_lines(ax, rows: Sequence[dict], *, x: str, y: str, label: Callable[[dict], str],
+                title: str = "", xlog: bool = False, ylabel: str = "") -> None:
   series: dict[str, list[dict]] = {}
   for r in rows:
     if r.get(x) is not None and r.get(y) is not None:
       series.setdefault(label(r), []).append(r)
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for name, members in series.items():
     members = sorted(members, key=lambda r: r[x])
     ax.errorbar([r[x] for r in members], [r[y] for r in members],
@@ -34,6 +32,22 @@ def lines(rows: Sequence[dict], path: str, *, x: str, y: str, label: Callable[[d
   ax.grid(alpha=0.3)
   if series:
     ax.legend(fontsize=7)
+
+
+def lines(rows: Sequence[dict], path: str, *, x: str, y: str, label: Callable[[dict], str],
+          title: str = "", xlog: bool = False, ylabel: str = "") -> None:
+  """One line per label: `y` (with `y_std` error bars where present) against `x`."""
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  _draw_lines(ax, rows, x=x, y=y, label=label, title=title, xlog=xlog, ylabel=ylabel)
+  _save(fig, path)
+
+
+def line_panels(panels: dict[str, Sequence[dict]], path: str, *, x: str, y: str,
+                label: Callable[[dict], str]) -> None:
+  """`lines` once per panel (title -> rows), side by side in one figure."""
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+  for ax, (title, rows) in zip(axes[0], panels.items()):
+    _draw_lines(ax, rows, x=x, y=y, label=label, title=title)
   _save(fig, path)
 
 

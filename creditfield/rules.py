@@ -103,7 +103,8 @@ def local_objective(spec, params, x, y, credit_Lp1xBxD, rule, eta, projections_=
     out = residual(block_params, h_in)
     return h_in + out, indexed_rule_loss(index, out, h_in, credit_out, eta, projection)
 
-  h_L, block_terms = jax.lax.scan(step, sg(h0), (params["blocks"], credit_Lp1xBxD[1:], proj[1:]))
+  h_L, block_terms = jax.lax.scan(step, sg(h0), (params["blocks"], credit_Lp1xBxD[1:], proj[1:]),
+                                  unroll=student_lib.scan_unroll(spec))
   head_term = student_lib.loss_from_hidden(spec, params, sg(h_L), y).mean()
   return embed_term + block_terms.sum() + head_term
 

@@ -6,7 +6,7 @@ import jax
 from creditfield import sharding
 from creditfield import validation
 
-EXPERIMENTS = ("phase1", "pivot", "snapshot", "phase6a", "phase6c", "bench")
+EXPERIMENTS = ("phase1", "pivot", "snapshot", "phase6a", "phase6c", "local_train", "bench")
 
 
 def run_experiment(config, workdir: str) -> dict:
@@ -40,6 +40,9 @@ def _dispatch(config, workdir: str) -> dict:
   if name in ("phase6a", "phase6c"):
     from creditfield.studies import exploitability  # pylint: disable=g-import-not-at-top
     return exploitability.run(config, workdir)
+  if name == "local_train":
+    from creditfield.studies import local_train  # pylint: disable=g-import-not-at-top
+    return local_train.run(config, workdir)
   raise ValueError(f"Unknown experiment {name!r}; expected one of {EXPERIMENTS}.")
 
 

@@ -3,6 +3,7 @@ from creditfield import credit_net
 from creditfield import datasets
 from creditfield import estimators
 from creditfield import exploit
+from creditfield import local_training
 from creditfield import perturb
 from creditfield import rules
 
@@ -61,3 +62,15 @@ def validate(config) -> None:
     for eta in tuple(p.etas) + (p.stretch_eta,):
       _require(0 < eta <= 10, f"config.phase6 eta values must lie in (0, 10], got {eta} "
                               "(config.phase6.etas / stretch_eta).")
+  if "local_train" in config:
+    t = config.local_train
+    rules.parse_rules(t.rules)
+    _one_of(t.estimator_batch, local_training.ESTIMATOR_BATCHES, "local_train.estimator_batch")
+    _one_of(t.augment, datasets.AUGMENTATIONS, "local_train.augment")
+    _require(t.lr > 0, f"config.local_train.lr must be > 0, got {t.lr}.")
+    _require(t.eta > 0, f"config.local_train.eta must be > 0, got {t.eta}.")
+    _require(t.steps >= 1 and t.batch_size >= 1 and t.estimator_steps >= 0,
+             f"config.local_train.steps and batch_size must be >= 1 and estimator_steps >= 0, "
+             f"got {t.steps}, {t.batch_size}, {t.estimator_steps}.")
+    _require(t.eval_every >= 1 and t.steps % t.eval_every == 0,
+             f"config.local_train.eval_every ({t.eval_every}) must divide steps ({t.steps}).")

@@ -71,3 +71,16 @@ def test_unknown_estimator_name_lists_the_valid_names():
   import pytest
   with pytest.raises(ValueError, match="valid names are oracle, dfa"):
     estimators.parse_names("oracle,nonsense")
+
+
+def test_fd_targets_from_the_forward_loss_equal_recomputed_ones(spec, params, batch):
+  # vector_field passes the forward pass's loss as the fd base instead of a second
+  # pass: the loss from every layer of one forward pass is that same loss.
+  from creditfield import perturb  # pylint: disable=g-import-not-at-top
+  x, y = batch
+  acts = student_lib.activations(spec, params, x, y)
+  v = jax.random.normal(jax.random.PRNGKey(4), (3,) + acts.hs.shape)
+  recomputed = perturb.directional_derivatives(spec, params, acts.hs, y, v, "fd", 1e-2)
+  reused = perturb.directional_derivatives(spec, params, acts.hs, y, v, "fd", 1e-2,
+                                           base_B=acts.loss)
+  np.testing.assert_allclose(reused, recomputed, rtol=1e-3, atol=1e-4)

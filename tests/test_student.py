@@ -28,6 +28,21 @@ class ForwardFromTest(chex.TestCase):
         np.testing.assert_allclose(from_layer(hs[layer], layer), full, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("num_starts", [1, 3, 4])
+def test_triangular_losses_from_layers_equal_forward_from_each_layer(num_starts):
+  # The triangle skips block j for start layers after j; it must not change any loss.
+  spec = student_lib.StudentSpec(in_dim=5, width=8, depth=3, num_outputs=4)
+  params = student_lib.init_params(spec, jax.random.PRNGKey(0))
+  hs = jax.random.normal(jax.random.PRNGKey(1), (num_starts, 7, spec.width))
+  y = jnp.arange(7) % 4
+  got = jax.jit(lambda h: student_lib.losses_from_layers(spec, params, h, y))(hs)
+  for layer in range(num_starts):
+    expected = student_lib.forward_from(spec, params, hs[layer], layer, y)
+    np.testing.assert_allclose(got[layer], expected, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="5 start layers for a student of depth 3"):
+    student_lib.losses_from_layers(spec, params, jnp.zeros((5, 7, 8)), y)
+
+
 def test_oracle_grads_match_per_sample_autodiff(spec, params, batch):
   x, y = batch
   g = student_lib.oracle_grads(spec, params, x, y)

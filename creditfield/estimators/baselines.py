@@ -67,10 +67,9 @@ def forward_gradient(spec: student_lib.StudentSpec, num_directions: int,
 
   def credit(phi, student_params, acts, key):
     del phi
-    layers = jnp.arange(spec.depth + 1)
     v = perturb.sample_directions(key, (num_directions,) + acts.hs.shape, directions)
     d_MxSxB = perturb.directional_derivatives(
-        spec, student_params, acts.hs, layers, acts.y, v, method, eps)
+        spec, student_params, acts.hs, acts.y, v, method, eps)
     return jnp.einsum("msb,msbd->sbd", d_MxSxB, v) / num_directions
 
   return base.CreditEstimator("forward_gradient", spec, base.no_params, credit)

@@ -79,8 +79,8 @@ def vector_field(spec: student_lib.StudentSpec, cfg: VectorFieldConfig) -> base.
     v = perturb.sample_directions(
         key, (cfg.num_directions, depth) + acts.hs.shape[1:], cfg.directions)
     targets_MxLxB = jax.lax.stop_gradient(perturb.directional_derivatives(
-        spec, student_params, acts.hs[:depth], jnp.arange(depth), acts.y, v,
-        cfg.targets, cfg.eps))
+        spec, student_params, acts.hs[:depth], acts.y, v,
+        cfg.targets, cfg.eps, base_B=acts.loss))
     a = credit(phi, student_params, acts, key)
     terminal = jnp.sum(jnp.square(a[depth] - acts.delta_L), -1).mean()
     predicted_MxLxB = jnp.einsum("lbd,mlbd->mlb", a[:depth], v)

@@ -1,0 +1,30 @@
+r"""Local training from scratch: credit x local rule x seeds, against backprop (oracle x inner_product).
+
+  python experiments/main.py --config=configs/local_train.py:synthetic,runlocal --workdir=/tmp/lt
+  python experiments/main.py --config=configs/local_train.py:synthetic --workdir=/tmp/lt_syn
+  python experiments/main.py --config=configs/local_train.py --config.data.dir=../shared/data/cifar10 \
+      --workdir=/tmp/lt_cifar
+
+Every student starts from the same random init per seed; learned estimators start
+untrained and take `local_train.estimator_steps` steps per student step, online.
+"""
+from creditfield import config_defaults
+
+
+def get_config(arg=None):
+  args = config_defaults.parse_args(arg)
+  c = config_defaults.base_config()
+  c.experiment = "local_train"
+  c.num_seeds = 3
+  c.credit.names = "oracle,dfa,identity,forward_gradient,scalar_bridge,vector_field"
+  c.credit.M = 4
+  c.credit.vector_field.hidden = (256, 256)
+  c.credit.scalar_bridge.hidden = (256, 256)
+  c.local_train = config_defaults.local_train_config()
+  if "synthetic" in args:
+    config_defaults.use_synthetic(c)
+    c.local_train.update(dict(steps=3000, eval_every=500, augment="none"))
+  if "runlocal" in args:
+    config_defaults.shrink_for_runlocal(c)
+    c.local_train.update(dict(steps=40, eval_every=20, batch_size=64, warmup_steps=10))
+  return c

@@ -1,0 +1,131 @@
+"""Training the student from scratch with local rules, the credit estimator learning online.
+
+One student step (all inside the jitted chunk scan of `training_loop`):
+  1. a learned estimator takes `estimator_steps` optimiser steps on its own loss at
+     the current student (on the student's batch, or on batches of its own);
+  2. the student's forward pass gives the credit a_0..a_L;
+  3. every block takes its local-rule gradient from the credit at its output, the
+     head its exact output-local gradient (`rules.local_grads`), and AdamW steps.
+With `oracle` credit and `inner_product` this is backprop; every other credit runs
+under the no-hidden-BP guard (its estimator's spec is guarded). The rule and eta
+are traced, so one compiled program per credit serves every rule.
+"""
+import functools
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from creditfield import bp_training
+from creditfield import datasets
+from creditfield import estimator_training
+from creditfield import rules as rules_lib
+from creditfield import student as student_lib
+from creditfield import training_loop
+from creditfield.estimators import base
+
+ESTIMATOR_BATCHES = ("same", "separate")
+
+
+@flax.struct.dataclass
+class LocalTrainState:
+  params: dict
+  opt_state: optax.OptState
+  estimator: estimator_training.EstimatorState
+
+
+def student_optimizer(cfg) -> optax.GradientTransformation:
+  return bp_training.adamw_warmup_cosine(cfg.lr, cfg.steps, cfg.warmup_steps, cfg.weight_decay)
+
+
+def online_estimator_config(estimator_cfg, cfg) -> ml_collections.ConfigDict:
+  """The estimator's optimiser config, its schedule stretched over the online run."""
+  out = ml_collections.ConfigDict(estimator_cfg.to_dict())
+  out.steps = cfg.steps * cfg.estimator_steps
+  return out
+
+
+def _frozen(cfg) -> tuple:
+  return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()))
+
+
+def make_init(estimator: base.CreditEstimator, cfg, estimator_cfg):
+  """init(key, x_train, y_train) -> LocalTrainState: a random student (from `key`), its
+  optimiser state and the estimator's initial parameters; jitted once per credit."""
+  return _cached_init(estimator, _frozen(cfg), _frozen(estimator_cfg))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_init(estimator, frozen_cfg, frozen_estimator_cfg):
+  cfg = ml_collections.ConfigDict(dict(frozen_cfg))
+  est_cfg = online_estimator_config(ml_collections.ConfigDict(dict(frozen_estimator_cfg)), cfg)
+
+  def init(key, x_train, y_train):
+    k_student, k_estimator = jax.random.split(key)
+    params = student_lib.init_params(estimator.spec, k_student, cfg.residual_scale)
+    phi = estimator_training.initial_params(estimator, k_estimator, params, x_train, y_train,
+                                            cfg.batch_size)
+    return LocalTrainState(params, student_optimizer(cfg).init(params),
+                           estimator_training.init_state(est_cfg, phi))
+  return jax.jit(init)
+
+
+def make_train_step(estimator: base.CreditEstimator, cfg, estimator_cfg, *, image_shape=None,
+                    skip_nonfinite: bool = False):
+  """step_fn(data, state, step) -> (state, metrics), with
+  data = (x_train, y_train, key, rule_index, eta, projections).
+
+  Cached on its (hashable) arguments, so every seed and rule of a credit reuses one
+  compiled chunk.
+  """
+  return _cached_step(estimator, _frozen(cfg), _frozen(estimator_cfg), image_shape,
+                      skip_nonfinite)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_step(estimator, frozen_cfg, frozen_estimator_cfg, image_shape, skip_nonfinite):
+  cfg = ml_collections.ConfigDict(dict(frozen_cfg))
+  est_cfg = online_estimator_config(ml_collections.ConfigDict(dict(frozen_estimator_cfg)), cfg)
+  optimizer = student_optimizer(cfg)
+  est_optimizer = estimator_training.make_optimizer(est_cfg)
+  spec = estimator.spec
+
+  def estimator_updates(est_state, params, x, y, x_all, y_all, key):
+    def one(est_state, k):
+      k_batch, k_loss = jax.random.split(k)
+      if cfg.estimator_batch == "separate":
+        xe, ye = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
+      else:
+        xe, ye = x, y
+      return estimator_training.update(estimator, est_optimizer, est_cfg.ema_decay, est_state,
+                                       params, xe, ye, k_loss)
+    # Unrolled: few steps, and XLA's FLOP count (`studies.local_train`) sees each one.
+    est_state, metrics = jax.lax.scan(one, est_state, jax.random.split(key, cfg.estimator_steps),
+                                      unroll=True)
+    return est_state, jax.tree.map(lambda m: m[-1], metrics)
+
+  def step_fn(data, state, step):
+    x_all, y_all, key, rule_index, eta, projections = data
+    k_batch, k_augment, k_estimator, k_credit = jax.random.split(
+        jax.random.fold_in(key, step), 4)
+    x, y = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
+    x = datasets.augment(k_augment, x, image_shape, cfg.augment if image_shape else "none")
+    est_state, metrics = state.estimator, {}
+    if estimator.learned and cfg.estimator_steps:
+      est_state, est_metrics = estimator_updates(est_state, state.params, x, y, x_all, y_all,
+                                                 k_estimator)
+      metrics = {f"estimator_{k}": v for k, v in est_metrics.items()}
+    acts = estimator.activations(state.params, x, y)
+    credit = estimator.credit(est_state.params, state.params, acts, k_credit)
+    grads = rules_lib.local_grads(spec, state.params, x, y, credit, rule_index, eta,
+                                  projections, cfg.update_embed)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = LocalTrainState(optax.apply_updates(state.params, updates), opt_state,
+                                est_state)
+    loss = acts.loss.mean()
+    metrics["loss"] = loss
+    return training_loop.keep_if_finite(new_state, state, loss, metrics, skip_nonfinite)
+
+  return step_fn
