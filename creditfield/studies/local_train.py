@@ -158,16 +158,23 @@ def run(config, workdir: str) -> dict:
         rows.append(dict(final, **cost))
         curves += curve
         logging.info("local training %s: %s", tags, rows[-1])
+    # Results so far, after every credit: a long run that is stopped keeps its table.
+    summary, meta = _write(r, rows)
+  _plot_curves(workdir, curves, rule_list, spec.task)
+  print(f"Local training from scratch, {cfg.steps} steps ({r.dataset.name}):")
+  print(outputs.text_table(summary, TABLE))
+  return {"rows": summary + rows, "meta": meta}
+
+
+def _write(r, rows: list[dict]) -> tuple[list[dict], dict]:
   summary = outputs.summarize(rows, GROUP, FINAL_METRICS)
   meta = outputs.run_meta(r.dataset, experiment="local_train", wall_seconds=r.stopwatch.seconds(),
-                          student=checkpoints.spec_to_json(spec), steps=cfg.steps,
+                          student=checkpoints.spec_to_json(r.spec),
+                          steps=r.config.local_train.steps,
                           flops="XLA cost analysis of one student update before backend passes",
                           train_seconds="training chunks only; evaluation and compilation "
                                         "excluded")
-  outputs.write_results(workdir, summary + rows, meta, columns=TABLE)
-  with open(os.path.join(workdir, "tables.md"), "w") as f:
-    f.write(report_markdown([dict(s) for s in summary], spec.task))
-  print(f"Local training from scratch, {cfg.steps} steps ({r.dataset.name}):")
-  print(outputs.text_table(summary, TABLE))
-  _plot_curves(workdir, curves, rule_list, spec.task)
-  return {"rows": summary + rows, "meta": meta}
+  outputs.write_results(r.workdir, summary + rows, meta, columns=TABLE)
+  with open(os.path.join(r.workdir, "tables.md"), "w") as f:
+    f.write(report_markdown([dict(s) for s in summary], r.spec.task))
+  return summary, meta
