@@ -1,8 +1,8 @@
 """Benchmarks of the hot paths on the reference workload (the performance issue).
 
 Each benchmark jits one function once, warms it up, then times `repeats` calls with
-`block_until_ready` and reports min and median ms, samples/s, XLA's FLOP count
-(from the program before backend passes), the compiled program's memory footprint
+`block_until_ready` and reports min and median ms, samples/s, matmul FLOPs counted
+from the jaxpr (`flops`), the compiled program's memory footprint
 (`compiled.memory_analysis()`: arguments + outputs + temporaries) and the achieved
 FLOP/s as a ratio to a plain matmul of the workload's largest shape
 ((B*L*M_max) x D @ D x H, the block's first layer on every perturbed copy),
@@ -23,6 +23,7 @@ from creditfield import diagnostics
 from creditfield import estimator_training
 from creditfield import estimators
 from creditfield import exploit
+from creditfield import flops
 from creditfield import rules
 from creditfield import student as student_lib
 
@@ -45,23 +46,14 @@ def time_calls(fn: Callable, args_fn: Callable, warmup: int, repeats: int) -> np
 
 def compile_with_stats(jitted, *args) -> tuple[Callable, dict]:
   """Compiles once; returns the executable (timed directly, so nothing compiles twice),
-  its FLOPs and its memory footprint in MiB.
-
-  FLOPs come from XLA's cost analysis of the program *before* backend passes (every
-  dot counted as 2mnk): the compiled GPU program's analysis misses GEMMs that became
-  library calls (it reported 3.5 GFLOP for a 48 GFLOP step on the H100).
-  """
-  lowered = jitted.lower(*args)
-  compiled = lowered.compile()
-  cost = lowered.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  its matmul FLOPs (`flops.matmul_flops`) and its memory footprint in MiB."""
+  compiled = jitted.lower(*args).compile()
   mem = compiled.memory_analysis()
   footprint = None
   if mem is not None:
     footprint = (mem.argument_size_in_bytes + mem.output_size_in_bytes +
                  mem.temp_size_in_bytes) / 2**20
-  flops = float(cost.get("flops", 0.0)) if cost else 0.0
-  return compiled, {"flops": flops, "memory_mb": footprint}
+  return compiled, {"flops": flops.matmul_flops(jitted, *args), "memory_mb": footprint}
 
 
 def _row(name, times, stats, samples, matmul_tflops, **extra):

@@ -101,9 +101,7 @@ def _cached_step(estimator, frozen_cfg, frozen_estimator_cfg, image_shape, skip_
         xe, ye = x, y
       return estimator_training.update(estimator, est_optimizer, est_cfg.ema_decay, est_state,
                                        params, xe, ye, k_loss)
-    # Unrolled: few steps, and XLA's FLOP count (`studies.local_train`) sees each one.
-    est_state, metrics = jax.lax.scan(one, est_state, jax.random.split(key, cfg.estimator_steps),
-                                      unroll=True)
+    est_state, metrics = jax.lax.scan(one, est_state, jax.random.split(key, cfg.estimator_steps))
     return est_state, jax.tree.map(lambda m: m[-1], metrics)
 
   def step_fn(data, state, step):
