@@ -50,7 +50,8 @@ def init_state(cfg, phi) -> EstimatorState:
                         opt_state=make_optimizer(cfg).init(phi))
 
 
-def _frozen(cfg) -> tuple:
+def frozen(cfg) -> tuple:
+  """A config as a hashable tuple, to key caches of compiled steps."""
   return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()))
 
 
@@ -90,7 +91,7 @@ def make_train_step(estimator: base.CreditEstimator, cfg, skip_nonfinite: bool =
   training set, so a whole training run needs nothing from the host. The same
   (estimator, cfg) gives the same function object, so jit compiles it once.
   """
-  return _cached_step(estimator, _frozen(cfg), skip_nonfinite)
+  return _cached_step(estimator, frozen(cfg), skip_nonfinite)
 
 
 def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, key,

@@ -47,14 +47,11 @@ def online_estimator_config(estimator_cfg, cfg) -> ml_collections.ConfigDict:
   return out
 
 
-def _frozen(cfg) -> tuple:
-  return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()))
-
-
 def make_init(estimator: base.CreditEstimator, cfg, estimator_cfg):
   """init(key, x_train, y_train) -> LocalTrainState: a random student (from `key`), its
   optimiser state and the estimator's initial parameters; jitted once per credit."""
-  return _cached_init(estimator, _frozen(cfg), _frozen(estimator_cfg))
+  return _cached_init(estimator, estimator_training.frozen(cfg),
+                      estimator_training.frozen(estimator_cfg))
 
 
 @functools.lru_cache(maxsize=64)
@@ -80,8 +77,8 @@ def make_train_step(estimator: base.CreditEstimator, cfg, estimator_cfg, *, imag
   Cached on its (hashable) arguments, so every seed and rule of a credit reuses one
   compiled chunk.
   """
-  return _cached_step(estimator, _frozen(cfg), _frozen(estimator_cfg), image_shape,
-                      skip_nonfinite)
+  return _cached_step(estimator, estimator_training.frozen(cfg),
+                      estimator_training.frozen(estimator_cfg), image_shape, skip_nonfinite)
 
 
 @functools.lru_cache(maxsize=64)
@@ -92,11 +89,15 @@ def _cached_step(estimator, frozen_cfg, frozen_estimator_cfg, image_shape, skip_
   est_optimizer = estimator_training.make_optimizer(est_cfg)
   spec = estimator.spec
 
+  def augment(key, x):
+    return datasets.augment(key, x, image_shape, cfg.augment if image_shape else "none")
+
   def estimator_updates(est_state, params, x, y, x_all, y_all, key):
     def one(est_state, k):
-      k_batch, k_loss = jax.random.split(k)
+      k_batch, k_augment, k_loss = jax.random.split(k, 3)
       if cfg.estimator_batch == "separate":
         xe, ye = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
+        xe = augment(k_augment, xe)
       else:
         xe, ye = x, y
       return estimator_training.update(estimator, est_optimizer, est_cfg.ema_decay, est_state,
@@ -109,7 +110,7 @@ def _cached_step(estimator, frozen_cfg, frozen_estimator_cfg, image_shape, skip_
     k_batch, k_augment, k_estimator, k_credit = jax.random.split(
         jax.random.fold_in(key, step), 4)
     x, y = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
-    x = datasets.augment(k_augment, x, image_shape, cfg.augment if image_shape else "none")
+    x = augment(k_augment, x)
     est_state, metrics = state.estimator, {}
     if estimator.learned and cfg.estimator_steps:
       est_state, est_metrics = estimator_updates(est_state, state.params, x, y, x_all, y_all,
