@@ -4,8 +4,8 @@ For each credit a training step is one compiled chunk (`local_training`); every
 rule and seed reuses it. Every `eval_every` steps the host measures test loss and
 accuracy and the credit's Gamma per layer against the oracle on a held-out batch.
 The cost of a student update is reported as matmul FLOPs (`flops`, estimator
-updates included) and as student forward-pass
-equivalents (those FLOPs over one forward pass of the batch), so that methods that
+updates included), as student forward-pass equivalents (those FLOPs over one
+forward pass of the batch) and as training milliseconds, so that methods that
 spend many perturbations are compared at matched budgets.
 """
 import os
@@ -99,14 +99,16 @@ def report_markdown(final: list[dict], task: str) -> str:
   for r in final:
     r["rule_eta"] = r["rule"] if r.get("eta") is None else f"{r['rule']} η={r['eta']:g}"
     r["credit_M"] = common.credit_label(r)
-  per_credit = list({r["credit_M"]: r for r in final}.values())
+  # FLOPs are the same for every rule of a credit; milliseconds are averaged over rules.
+  cost = ("forward_equivalents", "gflop_per_update", "ms_per_update")
+  per_credit = [{k: v for k, v in r.items() if k == "credit_M" or k in cost}
+                for r in outputs.summarize(final, ("credit_M",), cost)]
   parts = [f"Final {value} (mean ± std over seeds):", "",
            outputs.pivot_markdown(final, "credit_M", "rule_eta", value), "",
            "Gamma (mean over layers) at the end of training:", "",
            outputs.pivot_markdown(final, "credit_M", "rule_eta", "gamma"), "",
-           "Cost of one student update (estimator updates included):", "",
-           outputs.markdown_table(per_credit, ("credit_M", "forward_equivalents",
-                                               "gflop_per_update", "ms_per_update"))]
+           "Cost of one student update (estimator updates included; ms: mean over rules):", "",
+           outputs.markdown_table(per_credit, ("credit_M",) + cost)]
   return "\n".join(parts) + "\n"
 
 
