@@ -16,7 +16,8 @@ def get_config(arg=None):
   c = config_defaults.base_config()
   c.experiment = "local_train"
   c.num_seeds = 3
-  c.credit.names = "oracle,dfa,identity,forward_gradient,scalar_bridge,vector_field"
+  # `zero` is the control: with no credit only the head (exact gradient) learns.
+  c.credit.names = "oracle,dfa,identity,forward_gradient,scalar_bridge,vector_field,zero"
   c.credit.M = 4
   c.credit.vector_field.hidden = (256, 256)
   c.credit.scalar_bridge.hidden = (256, 256)
