@@ -8,8 +8,8 @@ and "start at layer l" is a traced integer that `vmap` can batch over.
 Shapes: B batch, D width, H = expansion * D, C outputs, L depth.
 
 Depth scans are unrolled up to `MAX_UNROLL` blocks: on a GPU every loop
-iteration is a device round trip that also splits XLA's CUDA graphs, and for
-the small L of these studies that latency, not arithmetic, bounds a step.
+iteration costs launch latency, which bounds the small steps of these studies
+(the vector_field step at M=1 ran 10% faster unrolled on an H100).
 """
 import dataclasses
 from typing import Any
