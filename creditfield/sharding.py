@@ -14,7 +14,8 @@ DATA = "data"
 
 # config keys whose values are batch sizes that the data axis must divide
 BATCH_KEYS = ("snapshot.batch_size", "estimator.batch_size", "diagnostics.batch_size",
-              "phase6.batch_size", "phase6.heldout_size", "bench.batch_size")
+              "phase6.batch_size", "phase6.heldout_size", "local_train.batch_size",
+              "bench.batch_size")
 
 
 def make_mesh(mesh_cfg) -> jax.sharding.Mesh:
