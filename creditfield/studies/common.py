@@ -77,3 +77,8 @@ def credit_label(row: dict) -> str:
   if name in estimators.USES_M and row.get("M") is not None:
     return f"{name} M={row['M']}"
   return name
+
+
+def rule_label(row: dict) -> str:
+  """'target_shift η=0.1' for a rule with a step size, the bare rule name otherwise."""
+  return row["rule"] if row.get("eta") is None else f"{row['rule']} η={row['eta']:g}"

@@ -36,6 +36,10 @@ FINAL_METRICS = ("test_accuracy", "test_loss", "best_test_accuracy", "gamma", "m
                  "train_seconds", "forward_equivalents", "gflop_per_update")
 
 
+def _headline(task: str) -> str:
+  return "test_accuracy" if task == "classification" else "test_loss"
+
+
 def update_cost(step_fn, state, data, spec, params, x) -> dict:
   """Matmul FLOPs of one student update (estimator updates included) and their ratio
   to one forward pass of the batch."""
@@ -84,7 +88,7 @@ def train_one(r, est, oracle, init_fn, step_fn, rule: str, eta, seed: int, proje
   for record, s in zip(curve, seconds):
     record["train_seconds"] = float(s)
   r.metrics(curve)
-  metric = "test_accuracy" if "test_accuracy" in curve[-1] else "test_loss"
+  metric = _headline(r.spec.task)
   best = (max if metric == "test_accuracy" else min)(c[metric] for c in curve)
   final = dict(tags, test_loss=curve[-1]["test_loss"], gamma=curve[-1]["gamma"],
                train_seconds=float(seconds[-1]),
@@ -95,10 +99,9 @@ def train_one(r, est, oracle, init_fn, step_fn, rule: str, eta, seed: int, proje
 
 
 def report_markdown(final: list[dict], task: str) -> str:
-  value = "test_accuracy" if task == "classification" else "test_loss"
-  for r in final:
-    r["rule_eta"] = r["rule"] if r.get("eta") is None else f"{r['rule']} η={r['eta']:g}"
-    r["credit_M"] = common.credit_label(r)
+  value = _headline(task)
+  final = [dict(r, rule_eta=common.rule_label(r), credit_M=common.credit_label(r))
+           for r in final]
   # FLOPs are the same for every rule of a credit; milliseconds are averaged over rules.
   cost = ("forward_equivalents", "gflop_per_update", "ms_per_update")
   per_credit = [{k: v for k, v in r.items() if k == "credit_M" or k in cost}
@@ -114,7 +117,7 @@ def report_markdown(final: list[dict], task: str) -> str:
 
 def _plot_curves(workdir: str, curves: list[dict], rules: tuple, task: str) -> None:
   """One figure per (metric, x axis), a panel per rule, a line per credit."""
-  value = "test_accuracy" if task == "classification" else "test_loss"
+  value = _headline(task)
   summary = outputs.summarize(curves, GROUP + ("step",), (value, "gamma", "train_seconds"))
   panels = {rule: [s for s in summary if s["rule"] == rule] for rule in rules}
   for y, x in ((value, "step"), (value, "train_seconds"), ("gamma", "step")):
@@ -139,11 +142,13 @@ def run(config, workdir: str) -> dict:
                                              image_shape=image_shape,
                                              skip_nonfinite=config.skip_nonfinite)
     init_fn = local_training.make_init(est, cfg, config.estimator)
-    init = init_fn(jax.random.PRNGKey(0), r.dataset.x_train, r.dataset.y_train)
-    cost = update_cost(step_fn, init, (r.dataset.x_train, r.dataset.y_train,
-                                       jax.random.PRNGKey(0), jnp.int32(0), jnp.float32(0.0),
-                                       projections),
-                       spec, init.params, r.dataset.x_train[:cfg.batch_size])
+    # Shapes suffice to count FLOPs: no state is built for it.
+    state_shape = jax.eval_shape(init_fn, jax.random.PRNGKey(0), r.dataset.x_train,
+                                 r.dataset.y_train)
+    cost = update_cost(step_fn, state_shape, (r.dataset.x_train, r.dataset.y_train,
+                                              jax.random.PRNGKey(0), jnp.int32(0),
+                                              jnp.float32(0.0), projections),
+                       spec, state_shape.params, r.dataset.x_train[:cfg.batch_size])
     for rule in rule_list:
       eta = float(cfg.eta) if rule in rules_lib.USES_ETA else None
       for seed in range(config.seed, config.seed + config.num_seeds):
@@ -173,5 +178,5 @@ def _write(r, rows: list[dict]) -> tuple[list[dict], dict]:
                                         "excluded")
   outputs.write_results(r.workdir, summary + rows, meta, columns=TABLE)
   with open(os.path.join(r.workdir, "tables.md"), "w") as f:
-    f.write(report_markdown([dict(s) for s in summary], r.spec.task))
+    f.write(report_markdown(summary, r.spec.task))
   return summary, meta
