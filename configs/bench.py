@@ -19,8 +19,12 @@ def get_config(arg=None):
   c.bench = ml_collections.ConfigDict(dict(
       batch_size=256, in_dim=3072, width=256, depth=4, expansion=2, num_outputs=10,
       credit_hidden=(512, 512), M_values=(1, 4, 8, 32), k=5, num_lrs=4, diag_directions=8,
-      warmup=5, repeats=50, precisions="highest,default"))
+      warmup=5, repeats=50, precisions="highest,default",
+      # Steps per timed call: 1 = one jitted step per call (host dispatch included);
+      # 20 = a chunk of the training loop (`training_loop.run`), as training runs.
+      steps_per_call=(1, 20)))
   if "runlocal" in args:
     c.bench.update(dict(batch_size=32, in_dim=64, width=32, credit_hidden=(64, 64),
-                        M_values=(1, 4), warmup=2, repeats=5, precisions="highest"))
+                        M_values=(1, 4), warmup=2, repeats=5, precisions="highest",
+                        steps_per_call=(1, 4)))
   return c

@@ -6,7 +6,8 @@ from the jaxpr (`flops`), the compiled program's memory footprint
 (`compiled.memory_analysis()`: arguments + outputs + temporaries) and the achieved
 FLOP/s as a ratio to a plain matmul of the workload's largest shape
 ((B*L*M_max) x D @ D x H, the block's first layer on every perturbed copy),
-measured in the same run at the same precision.
+measured in the same run at the same precision. Training steps are timed one per call
+and `steps_per_call` per call (a `lax.scan` chunk, as `training_loop.run` trains), per step.
 """
 import functools
 import time
@@ -26,6 +27,7 @@ from creditfield import exploit
 from creditfield import flops
 from creditfield import rules
 from creditfield import student as student_lib
+from creditfield import training_loop
 
 PRECISIONS = ("highest", "default", "bfloat16")
 
@@ -107,20 +109,44 @@ def reference_student(cfg, key):
           jax.random.randint(k_y, (n_data,), 0, cfg.num_outputs))
 
 
-def estimator_step(cfg, spec, params, x_all, y_all, key, name: str, m: int):
-  """One compiled estimator training step; returns (call(step) -> metrics, stats)."""
+def compiled_steps(step_fn, state, data, steps_per_call: int):
+  """A training step compiled as the training loop runs it: `steps_per_call` steps in one
+  jitted `lax.scan` (1 = one jitted step per call, the host dispatching every step).
+
+  Returns (call() -> metrics, stats). Calls carry the (donated) state and the step
+  number on, so k calls of n steps train exactly as n*k one-step calls do.
+  """
+  if steps_per_call == 1:
+    jitted = jax.jit(step_fn, donate_argnums=1)
+    args = lambda state, first: (data, state, np.int32(first))
+  else:
+    jitted = training_loop.jitted_chunk(step_fn)
+    args = lambda state, first: (state, np.arange(first, first + steps_per_call,
+                                                  dtype=np.int32), data)
+  compiled, stats = compile_with_stats(jitted, *args(state, 0))
+  holder = {"state": jax.tree.map(jnp.copy, state), "step": 0}
+
+  def call():
+    holder["state"], metrics = compiled(*args(holder["state"], holder["step"]))
+    holder["step"] += steps_per_call
+    return metrics
+  return call, stats
+
+
+def estimator_step(cfg, spec, params, x_all, y_all, key, name: str, m: int,
+                   steps_per_call: int = 1):
+  """One estimator training step (`compiled_steps`) on the reference workload."""
   ecfg = _estimator_cfg(cfg)
   est = estimators.make(name, spec, _credit_config(cfg), m)
   phi = estimator_training.initial_params(est, key, params, x_all, y_all, cfg.batch_size)
-  jitted = jax.jit(estimator_training.make_train_step(est, ecfg), donate_argnums=1)
-  data = (params, x_all, y_all, key)
-  holder = {"state": estimator_training.init_state(ecfg, phi)}
-  compiled, stats = compile_with_stats(jitted, data, holder["state"], jnp.int32(0))
+  return compiled_steps(estimator_training.make_train_step(est, ecfg),
+                        estimator_training.init_state(ecfg, phi), (params, x_all, y_all, key),
+                        steps_per_call)
 
-  def call(step):
-    holder["state"], metrics = compiled(data, holder["state"], step)
-    return metrics
-  return call, stats
+
+def _time_steps(call, steps_per_call: int, cfg) -> np.ndarray:
+  """Milliseconds per step."""
+  return time_calls(call, lambda: (), cfg.warmup, cfg.repeats) / steps_per_call
 
 
 def _run_at_precision(cfg, key, precision) -> list[dict]:
@@ -145,14 +171,15 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
 
   ccfg = _credit_config(cfg)
 
-  def estimator_bench(name, m):
-    call, stats = estimator_step(cfg, spec, params, x_all, y_all, key, name, m)
-    times = time_calls(call, lambda: (jnp.int32(0),), cfg.warmup, cfg.repeats)
-    return _row(f"{name}_step", times, stats, b, mm_tflops, M=m, **common)
+  def estimator_bench(name, m, n):
+    call, stats = estimator_step(cfg, spec, params, x_all, y_all, key, name, m, n)
+    return _row(f"{name}_step", _time_steps(call, n, cfg), _per_step(stats, n), b, mm_tflops,
+                M=m, steps_per_call=n, **common)
 
-  for m in cfg.M_values:
-    out.append(estimator_bench("vector_field", m))
-  out.append(estimator_bench("scalar_bridge", cfg.M_values[0]))
+  for n in cfg.steps_per_call:
+    for m in cfg.M_values:
+      out.append(estimator_bench("vector_field", m, n))
+    out.append(estimator_bench("scalar_bridge", cfg.M_values[0], n))
 
   # Credit evaluation + Gamma/rho/nudge on one batch (vector_field credit, oracle reference).
   est = estimators.make("vector_field", spec, ccfg, cfg.M_values[0])
@@ -193,13 +220,12 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
   optimizer = optax.adamw(1e-3, weight_decay=1e-4)
   step_fn = bp_training.make_train_step(spec, optimizer, b, key)
   state = bp_training.TrainState(params, optimizer.init(params))
-  jitted = jax.jit(step_fn, donate_argnums=1)
-  compiled, stats = compile_with_stats(jitted, (x_all, y_all), state, jnp.int32(0))
-  holder = {"state": jax.tree.map(jnp.copy, state)}
-
-  def bp_call(step):
-    holder["state"], metrics = compiled((x_all, y_all), holder["state"], step)
-    return metrics
-  out.append(_row("bp_snapshot_step", time_calls(bp_call, lambda: (jnp.int32(0),), cfg.warmup,
-                                                 cfg.repeats), stats, b, mm_tflops, **common))
+  for n in cfg.steps_per_call:
+    call, stats = compiled_steps(step_fn, state, (x_all, y_all), n)
+    out.append(_row("bp_snapshot_step", _time_steps(call, n, cfg), _per_step(stats, n), b,
+                    mm_tflops, steps_per_call=n, **common))
   return out
+
+
+def _per_step(stats: dict, steps_per_call: int) -> dict:
+  return dict(stats, flops=stats["flops"] / steps_per_call)

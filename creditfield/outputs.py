@@ -98,6 +98,7 @@ def run_meta(dataset=None, **extra) -> dict:
       "num_devices": len(devices),
       "device_kind": devices[0].device_kind,
       "python": platform.python_version(),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),  # compile and run times depend on them
   }
   if dataset is not None:
     meta.update(data_source=dataset.name, data_fingerprint=dataset.fingerprint)

@@ -43,7 +43,7 @@ def check_finite(metrics: dict, first_step: int, what: str, last_good: str = "")
 
 
 @functools.lru_cache(maxsize=128)
-def _jitted_chunk(step_fn):
+def jitted_chunk(step_fn):
   """One jitted chunk per step function, so repeated runs (seeds) compile once."""
   def chunk(s, steps, data):
     return jax.lax.scan(lambda s, i: step_fn(data, s, i), s, steps)
@@ -60,7 +60,7 @@ def run(step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict]], state: Any, 
   jitted chunk as an argument, never baked in as a constant.
   `on_chunk(first_step, metrics_numpy, state)` is called after every chunk.
   """
-  chunk_fn = _jitted_chunk(step_fn)
+  chunk_fn = jitted_chunk(step_fn)
   step = start
   tic = time.perf_counter()
   while step < num_steps:

@@ -8,6 +8,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from creditfield import run as run_lib
+from creditfield import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file in configs/, with optional :args.", lock_config=True)
@@ -25,4 +26,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_flags.set_defaults()  # before the first computation starts a backend
   app.run(main)

@@ -8,8 +8,9 @@ workload, configs/bench.py):
   current      triangular perturbed pass, depth scans unrolled (what the library does)
   while_loops  the same with every depth scan left as a loop (student.MAX_UNROLL = 1)
   masked       every start layer runs all L blocks, masked (vmap of student.forward_from)
-The trace of `current` is summarised per GPU kernel (name, count, total time) and as
-the device's busy time per step against the step's wall time.
+  flat_adam    the credit net's Adam on one flat vector (optax.flatten): fewer, larger kernels
+With --trace_dir, each variant's trace is summarised per GPU kernel (name, count, total
+time) and as the device's busy time per step against the step's wall time.
 """
 import collections
 import glob
@@ -23,19 +24,26 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from creditfield import bench
 from creditfield import config_defaults
+from creditfield import estimator_training
 from creditfield import student as student_lib
+from creditfield import xla_flags
 
 _M = flags.DEFINE_list("M", ["1", "4", "32"], "Numbers of directions.")
 _PRECISION = flags.DEFINE_string("precision", "highest", "Matmul precision.")
-_VARIANTS = flags.DEFINE_list("variants", ["current", "while_loops", "masked"], "Variants.")
+_VARIANTS = flags.DEFINE_list("variants", ["current", "while_loops", "masked", "flat_adam"],
+                              "Variants.")
 _REPEATS = flags.DEFINE_integer("repeats", 50, "Timed calls per variant.")
-_TRACE_DIR = flags.DEFINE_string("trace_dir", "", "Profile `current` here ('' = no trace).")
+_TRACE_DIR = flags.DEFINE_string("trace_dir", "", "Profile each variant here ('' = no trace).")
+_STEPS_PER_CALL = flags.DEFINE_integer(
+    "steps_per_call", 1, "Steps per timed call (>1: a lax.scan chunk, as training runs).")
 _RUNLOCAL = flags.DEFINE_bool("runlocal", False, "configs/bench.py:runlocal's small shapes.")
 
-_ORIGINAL = (student_lib.MAX_UNROLL, student_lib.losses_from_layers)
+_ORIGINAL = (student_lib.MAX_UNROLL, student_lib.losses_from_layers,
+             estimator_training.make_optimizer)
 
 
 def _masked_losses_from_layers(spec, params, hs_SxBxD, y):
@@ -44,11 +52,15 @@ def _masked_losses_from_layers(spec, params, hs_SxBxD, y):
 
 
 def _use_variant(name: str) -> None:
-  student_lib.MAX_UNROLL, student_lib.losses_from_layers = _ORIGINAL
+  (student_lib.MAX_UNROLL, student_lib.losses_from_layers,
+   estimator_training.make_optimizer) = _ORIGINAL
+  estimator_training._cached_step.cache_clear()  # pylint: disable=protected-access
   if name == "while_loops":
     student_lib.MAX_UNROLL = 1
   elif name == "masked":
     student_lib.losses_from_layers = _masked_losses_from_layers
+  elif name == "flat_adam":
+    estimator_training.make_optimizer = lambda cfg: optax.flatten(_ORIGINAL[2](cfg))
   elif name != "current":
     raise ValueError(f"Unknown variant {name!r}.")
 
@@ -83,7 +95,8 @@ def main(argv):
   cfg = config_defaults.load(os.path.join(os.path.dirname(__file__), "..", "configs",
                                           "bench.py"), "runlocal" if _RUNLOCAL.value else None).bench
   key = jax.random.PRNGKey(0)
-  print(f"{jax.devices()[0].device_kind}, JAX {jax.__version__}, precision {_PRECISION.value}")
+  print(f"{jax.devices()[0].device_kind}, JAX {jax.__version__}, precision {_PRECISION.value}, "
+        f"{_STEPS_PER_CALL.value} step(s) per call, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   print(f"{'variant':12s} {'M':>3s} {'compile s':>9s} {'ms median':>9s} {'ms min':>8s} "
         f"{'GFLOP':>7s} {'MiB':>7s}")
   with jax.default_matmul_precision(_PRECISION.value):
@@ -91,23 +104,25 @@ def main(argv):
     for variant in _VARIANTS.value:
       _use_variant(variant)
       for m in map(int, _M.value):
+        n = _STEPS_PER_CALL.value
         tic = time.perf_counter()
         call, stats = bench.estimator_step(cfg, spec, params, x_all, y_all, key,
-                                           "vector_field", m)
+                                           "vector_field", m, n)
         compile_s = time.perf_counter() - tic
-        times = bench.time_calls(call, lambda: (jnp.int32(0),), 5, _REPEATS.value)
+        times = bench.time_calls(call, lambda: (), 5, _REPEATS.value) / n
         print(f"{variant:12s} {m:3d} {compile_s:9.1f} {np.median(times):9.3f} "
-              f"{times.min():8.3f} {stats['flops'] / 1e9:7.2f} {stats['memory_mb']:7.1f}",
+              f"{times.min():8.3f} {stats['flops'] / n / 1e9:7.2f} {stats['memory_mb']:7.1f}",
               flush=True)
-        if _TRACE_DIR.value and variant == "current":
+        if _TRACE_DIR.value:
           steps = 20
-          trace_dir = os.path.join(_TRACE_DIR.value, f"M{m}")
+          trace_dir = os.path.join(_TRACE_DIR.value, variant, f"M{m}")
           with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             for _ in range(steps):
-              jax.block_until_ready(call(jnp.int32(0)))
-          print(kernel_summary(trace_dir, steps), flush=True)
+              jax.block_until_ready(call())
+          print(kernel_summary(trace_dir, steps * n), flush=True)
   _use_variant("current")
 
 
 if __name__ == "__main__":
+  xla_flags.set_defaults()  # the flags experiments/main.py runs the studies with
   app.run(main)

@@ -191,7 +191,7 @@ def test_different_seeds_differ_and_meta_records_the_run(tmp_path):
   assert gammas[0] != gammas[1]
   meta = results[0]["meta"]
   for key in ("creditfield_version", "git_commit", "jax_version", "backend", "devices",
-              "data_fingerprint", "mesh", "wall_seconds"):
+              "data_fingerprint", "mesh", "wall_seconds", "xla_flags"):
     assert key in meta, key
   assert meta["creditfield_version"] == creditfield.__version__
 

@@ -4,8 +4,8 @@ import jax
 from creditfield import bench
 from creditfield import outputs
 
-TABLE = ("bench", "precision", "M", "num_lrs", "batch", "ms_min", "ms_median", "samples_per_s",
-         "gflop", "tflop_per_s", "matmul_ratio", "memory_mb", "devices")
+TABLE = ("bench", "precision", "M", "num_lrs", "steps_per_call", "batch", "ms_min", "ms_median",
+         "samples_per_s", "gflop", "tflop_per_s", "matmul_ratio", "memory_mb", "devices")
 
 
 def run(config, workdir: str) -> dict:
@@ -18,7 +18,7 @@ def run(config, workdir: str) -> dict:
       shapes=dict(batch=b.batch_size, in_dim=b.in_dim, width=b.width, depth=b.depth,
                   expansion=b.expansion, num_outputs=b.num_outputs,
                   credit_hidden=list(b.credit_hidden), k=b.k),
-      flops="XLA cost analysis of the compiled program",
+      flops="matmul FLOPs counted from the jaxpr (creditfield/flops.py)",
       memory="compiled program: arguments + outputs + temporaries")
   outputs.write_results(workdir, rows, meta, columns=TABLE)
   print(f"{meta['device_kind']} x{meta['num_devices']}, JAX {meta['jax_version']}")
