@@ -1,8 +1,7 @@
 """Data parallelism on 4 simulated CPU devices: every sharded computation equals the
-single-device one, a whole Phase 6C study (every kind of credit; the exact, sampled and
-learned ones) gives the same table, and bad meshes or
-batch sizes are clear errors before any work. Runs `sharding_check.py` in a fresh
-process, since the device count is fixed when JAX starts."""
+single-device one, a whole Phase 6C study (the exact, a sampled and both learned credits)
+gives the same table, and bad meshes or batch sizes are clear errors before any work.
+Runs `sharding_check.py` in a fresh process, since the device count is fixed when JAX starts."""
 import json
 import os
 import subprocess
