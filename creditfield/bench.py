@@ -6,8 +6,13 @@ from the jaxpr (`flops`), the compiled program's memory footprint
 (`compiled.memory_analysis()`: arguments + outputs + temporaries) and the achieved
 FLOP/s as a ratio to a plain matmul of the workload's largest shape
 ((B*L*M_max) x D @ D x H, the block's first layer on every perturbed copy),
-measured in the same run at the same precision. Training steps are timed one per call
-and `steps_per_call` per call (a `lax.scan` chunk, as `training_loop.run` trains), per step.
+measured in the same run at the same precision, next to a large square matmul (what the
+device reaches when shapes are no limit). Training steps are timed one per call and
+`steps_per_call` per call (a `lax.scan` chunk, as `training_loop.run` trains), per step.
+
+Precisions are JAX's matmul precision names (`highest` = true fp32, `default` = TF32 on
+NVIDIA GPUs, `bfloat16`) or `jax.lax.DotAlgorithmPreset` names (`TF32_TF32_F32_X3`: three
+TF32 passes on tensor cores); each also gets the error it puts into the fd targets.
 """
 import functools
 import time
@@ -25,11 +30,10 @@ from creditfield import estimator_training
 from creditfield import estimators
 from creditfield import exploit
 from creditfield import flops
+from creditfield import perturb
 from creditfield import rules
 from creditfield import student as student_lib
 from creditfield import training_loop
-
-PRECISIONS = ("highest", "default", "bfloat16")
 
 
 def time_calls(fn: Callable, args_fn: Callable, warmup: int, repeats: int) -> np.ndarray:
@@ -74,9 +78,7 @@ def run_benchmarks(cfg, key) -> list[dict]:
   """Every benchmark at every precision in `cfg.precisions`; one row each."""
   rows = []
   for precision in cfg.precisions.split(","):
-    if precision not in PRECISIONS:
-      raise ValueError(f"Unknown precision {precision!r}; expected one of {PRECISIONS}.")
-    with jax.default_matmul_precision(precision):
+    with jax.default_matmul_precision(precision):  # raises ValueError naming valid ones
       rows += _run_at_precision(cfg, key, precision)
   return rows
 
@@ -156,17 +158,18 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
   mesh = jax.sharding.get_abstract_mesh()
   common = dict(precision=precision, batch=b, devices=1 if mesh.empty else mesh.size)
 
-  # The hardware reference: a plain matmul of the workload's largest shape.
-  rows_mm = b * spec.depth * max(cfg.M_values)
-  a = jax.random.normal(k_mm, (rows_mm, spec.width))
-  w = jax.random.normal(k_mm, (spec.width, spec.expansion * spec.width))
-  matmul = jax.jit(lambda a, w: a @ w)
-  mm_times = time_calls(matmul, lambda: (a, w), cfg.warmup, cfg.repeats)
-  mm_tflops = 2 * rows_mm * spec.width * spec.expansion * spec.width / (
-      np.median(mm_times) * 1e-3) / 1e12
-  out = [dict(bench="matmul_reference", shape=f"{rows_mm}x{spec.width}@{spec.width}x"
-              f"{spec.expansion * spec.width}", ms_min=float(mm_times.min()),
-              ms_median=float(np.median(mm_times)), tflop_per_s=mm_tflops, matmul_ratio=1.0,
+  # The hardware reference: a plain matmul of the workload's largest shape; and a large
+  # square one, which shows how much of the device such narrow shapes leave unused.
+  reference = _matmul_row("matmul_reference", k_mm, b * spec.depth * max(cfg.M_values),
+                          spec.width, spec.expansion * spec.width, cfg)
+  mm_tflops = reference["tflop_per_s"]
+  n = cfg.square_matmul
+  square = _matmul_row("matmul_square", k_mm, n, n, n, cfg)
+  out = [dict(reference, matmul_ratio=1.0, precision=precision, devices=common["devices"]),
+         dict(square, matmul_ratio=square["tflop_per_s"] / mm_tflops, precision=precision,
+              devices=common["devices"]),
+         dict(bench="fd_targets", M=max(cfg.M_values),
+              **fd_targets_errors(spec, params, x_all[:b], y_all[:b], key, max(cfg.M_values)),
               **common)]
 
   ccfg = _credit_config(cfg)
@@ -225,6 +228,35 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
     out.append(_row("bp_snapshot_step", _time_steps(call, n, cfg), _per_step(stats, n), b,
                     mm_tflops, steps_per_call=n, **common))
   return out
+
+
+def _matmul_row(name: str, key, m: int, k: int, n: int, cfg) -> dict:
+  a = jax.random.normal(key, (m, k))
+  w = jax.random.normal(key, (k, n))
+  times = time_calls(jax.jit(lambda a, w: a @ w), lambda: (a, w), cfg.warmup, cfg.repeats)
+  return dict(bench=name, shape=f"{m}x{k}@{k}x{n}", ms_min=float(times.min()),
+              ms_median=float(np.median(times)),
+              tflop_per_s=2 * m * k * n / (np.median(times) * 1e-3) / 1e12)
+
+
+def fd_targets_errors(spec, params, x, y, key, m: int, eps: float = 1e-2) -> dict:
+  """What the current matmul precision does to the fd targets of the vector_field step.
+
+  `fd_err_vs_fp32`: relative L2 distance of the targets from the same targets in true
+  fp32 (`highest`); `fd_err_vs_exact`: from the exact derivatives (`jvp`) in true fp32,
+  which in fp32 is the finite difference's own truncation error at this eps.
+  """
+  def targets(method, params, x, y, key):
+    acts = student_lib.activations(spec, params, x, y)
+    v = perturb.sample_directions(key, (m, spec.depth) + acts.hs.shape[1:])
+    return perturb.directional_derivatives(spec, params, acts.hs[:spec.depth], y, v, method,
+                                           eps, base_B=acts.loss)
+  fd = jax.jit(functools.partial(targets, "fd"))(params, x, y, key)
+  with jax.default_matmul_precision("highest"):
+    fd_fp32 = jax.jit(functools.partial(targets, "fd"))(params, x, y, key)
+    exact = jax.jit(functools.partial(targets, "jvp"))(params, x, y, key)
+  rel = lambda t, ref: float(jnp.linalg.norm(t - ref) / jnp.linalg.norm(ref))
+  return dict(fd_err_vs_fp32=rel(fd, fd_fp32), fd_err_vs_exact=rel(fd, exact))
 
 
 def _per_step(stats: dict, steps_per_call: int) -> dict:

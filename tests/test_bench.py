@@ -39,3 +39,20 @@ def test_xla_flag_defaults_are_added_but_never_override_the_user():
           "--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false")
   mine = "--xla_gpu_enable_triton_gemm=true --xla_dump_to=/tmp/d"
   assert xla_flags.with_defaults(mine) == mine
+
+
+def test_fd_target_errors_measure_precision_and_truncation():
+  """In true fp32 the targets equal their fp32 reference exactly, and their distance from the
+  exact (jvp) derivatives is the forward difference's first-order truncation error: it
+  shrinks tenfold with eps."""
+  spec = student_lib.StudentSpec(in_dim=16, width=32, depth=3, num_outputs=5)
+  key = jax.random.PRNGKey(0)
+  params = student_lib.init_params(spec, key)
+  x = jax.random.normal(key, (64, 16))
+  y = jax.random.randint(key, (64,), 0, 5)
+  with jax.default_matmul_precision("highest"):
+    coarse, fine = (bench.fd_targets_errors(spec, params, x, y, key, 4, eps)
+                    for eps in (1e-2, 1e-3))
+  assert coarse["fd_err_vs_fp32"] == fine["fd_err_vs_fp32"] == 0.0
+  assert 0 < fine["fd_err_vs_exact"] < coarse["fd_err_vs_exact"] < 0.1
+  np.testing.assert_allclose(coarse["fd_err_vs_exact"] / fine["fd_err_vs_exact"], 10, rtol=0.2)
