@@ -156,18 +156,21 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
   k_mm = jax.random.fold_in(key, 1)
   b = cfg.batch_size
   mesh = jax.sharding.get_abstract_mesh()
-  common = dict(precision=precision, batch=b, devices=1 if mesh.empty else mesh.size)
+  device = dict(precision=precision, devices=1 if mesh.empty else mesh.size)
+  common = dict(device, batch=b)
 
   # The hardware reference: a plain matmul of the workload's largest shape; and a large
   # square one, which shows how much of the device such narrow shapes leave unused.
-  reference = _matmul_row("matmul_reference", k_mm, b * spec.depth * max(cfg.M_values),
-                          spec.width, spec.expansion * spec.width, cfg)
+  def random_matmul(name, m, k, n):
+    return matmul_row(name, jax.random.normal(k_mm, (m, k)), jax.random.normal(k_mm, (k, n)),
+                      cfg.warmup, cfg.repeats)
+  reference = random_matmul("matmul_reference", b * spec.depth * max(cfg.M_values),
+                            spec.width, spec.expansion * spec.width)
+  side = cfg.square_matmul
+  square = random_matmul("matmul_square", side, side, side)
   mm_tflops = reference["tflop_per_s"]
-  n = cfg.square_matmul
-  square = _matmul_row("matmul_square", k_mm, n, n, n, cfg)
-  out = [dict(reference, matmul_ratio=1.0, precision=precision, devices=common["devices"]),
-         dict(square, matmul_ratio=square["tflop_per_s"] / mm_tflops, precision=precision,
-              devices=common["devices"]),
+  out = [dict(reference, matmul_ratio=1.0, **device),
+         dict(square, matmul_ratio=square["tflop_per_s"] / mm_tflops, **device),
          dict(bench="fd_targets", M=max(cfg.M_values),
               **fd_targets_errors(spec, params, x_all[:b], y_all[:b], key, max(cfg.M_values)),
               **common)]
@@ -230,10 +233,10 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
   return out
 
 
-def _matmul_row(name: str, key, m: int, k: int, n: int, cfg) -> dict:
-  a = jax.random.normal(key, (m, k))
-  w = jax.random.normal(key, (k, n))
-  times = time_calls(jax.jit(lambda a, w: a @ w), lambda: (a, w), cfg.warmup, cfg.repeats)
+def matmul_row(name: str, a: jax.Array, w: jax.Array, warmup: int, repeats: int) -> dict:
+  """Times `a @ w` at the current matmul precision: ms and TFLOP/s."""
+  (m, k), n = a.shape, w.shape[1]
+  times = time_calls(jax.jit(lambda a, w: a @ w), lambda: (a, w), warmup, repeats)
   return dict(bench=name, shape=f"{m}x{k}@{k}x{n}", ms_min=float(times.min()),
               ms_median=float(np.median(times)),
               tflop_per_s=2 * m * k * n / (np.median(times) * 1e-3) / 1e12)

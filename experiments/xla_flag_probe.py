@@ -70,17 +70,15 @@ def _matmul_algorithms(cfg, key) -> None:
   exact = np.asarray(a, np.float64) @ np.asarray(w, np.float64)
   for algorithm in ALGORITHMS:
     with jax.default_matmul_precision(algorithm):
-      matmul = jax.jit(lambda a, w: a @ w)
       try:
-        product = np.asarray(matmul(a, w), np.float64)
+        product = np.asarray(jax.jit(lambda a, w: a @ w)(a, w), np.float64)
       except Exception as e:  # pylint: disable=broad-except  (unsupported on this backend)
         print(f"matmul {algorithm}: not available here ({str(e).splitlines()[0][:120]})")
         continue
-      times = bench.time_calls(matmul, lambda: (a, w), 5, 30)
+      row = bench.matmul_row(algorithm, a, w, 5, 30)
     err = np.linalg.norm(product - exact) / np.linalg.norm(exact)
-    print(f"matmul {rows}x{cfg.width}@{cfg.width}x{cols} {algorithm}: median "
-          f"{np.median(times):.3f} ms, {2 * rows * cfg.width * cols / np.median(times) / 1e9:.1f}"
-          f" TFLOP/s, relative error {err:.2e}", flush=True)
+    print(f"matmul {row['shape']} {algorithm}: median {row['ms_median']:.3f} ms, "
+          f"{row['tflop_per_s']:.1f} TFLOP/s, relative error {err:.2e}", flush=True)
 
 
 def main(argv):
