@@ -88,7 +88,7 @@ def _credit_config(cfg):
   c = config_defaults.base_config().credit
   c.vector_field.hidden = tuple(cfg.credit_hidden)
   c.scalar_bridge.hidden = tuple(cfg.credit_hidden)
-  c.targets, c.fd_eps, c.directions, c.conditioning = "fd", 1e-2, "gaussian", "label"
+  c.targets, c.fd_eps, c.directions = "fd", 1e-2, "gaussian"
   c.vector_field.beta = 1.0
   return c
 

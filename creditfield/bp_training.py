@@ -1,7 +1,7 @@
 """Backprop training of the student: the snapshot of Phase 6 (DESIGN.md §5.1).
 
 Training is resumable: with a checkpoint manager, the run restores the latest
-complete step and continues; batches are drawn with `fold_in(key, step)`, so an
+complete step and continues; batches are drawn with `rng.step_key(key, step)`, so an
 interrupted and resumed run ends where an uninterrupted one does.
 """
 import functools
@@ -16,6 +16,7 @@ import optax
 
 from creditfield import checkpoints
 from creditfield import datasets
+from creditfield import rng
 from creditfield import student as student_lib
 from creditfield import training_loop
 
@@ -67,7 +68,7 @@ def make_train_step(spec, optimizer, batch_size: int, key, image_shape=None,
 
   def step_fn(data, state, step):
     x_all, y_all = data
-    k_batch, k_augment = jax.random.split(jax.random.fold_in(key, step))
+    k_batch, k_augment = rng.leaves(rng.step_key(key, step), "batch", "augment")
     x, y = datasets.sample_batch(k_batch, x_all, y_all, batch_size)
     x = datasets.augment(k_augment, x, image_shape, augment)
     loss, grads = jax.value_and_grad(student_lib.mean_loss, argnums=1)(spec, state.params, x, y)
@@ -89,7 +90,7 @@ def train(spec: student_lib.StudentSpec, dataset: datasets.Dataset, cfg, key, *,
   """
   spec = spec.with_guard(False)  # the snapshot is ordinary backprop
   augment = cfg.augment if dataset.image_shape else "none"
-  k_init, k_steps = jax.random.split(key)
+  k_init = rng.stream(key, "init")
   optimizer = make_optimizer(cfg)
   params = student_lib.init_params(spec, k_init, cfg.residual_scale)
   state = TrainState(params, optimizer.init(params))
@@ -102,7 +103,7 @@ def train(spec: student_lib.StudentSpec, dataset: datasets.Dataset, cfg, key, *,
     state = TrainState(params, opt_state)
     logging.info("Resuming the snapshot from step %d of %s.", start, mngr.directory)
 
-  step_fn = make_train_step(spec, optimizer, cfg.batch_size, k_steps, dataset.image_shape,
+  step_fn = make_train_step(spec, optimizer, cfg.batch_size, key, dataset.image_shape,
                             augment, skip_nonfinite)
   history = []
 

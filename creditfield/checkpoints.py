@@ -66,7 +66,10 @@ def spec_to_json(spec: student_lib.StudentSpec) -> dict:
 
 def check_spec(stored: dict, expected: student_lib.StudentSpec, path: str) -> None:
   want = spec_to_json(expected)
-  diff = {k: (stored.get(k), v) for k, v in want.items() if stored.get(k) != v}
+  # Fields added to StudentSpec later are absent from older snapshots: they had the default.
+  defaults = {f.name: f.default for f in dataclasses.fields(student_lib.StudentSpec)}
+  stored = {k: stored.get(k, defaults.get(k)) for k in want}
+  diff = {k: (stored[k], v) for k, v in want.items() if stored[k] != v}
   if diff:
     detail = ", ".join(f"{k}: snapshot {a!r} vs config {b!r}" for k, (a, b) in diff.items())
     raise SnapshotError(

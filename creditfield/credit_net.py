@@ -1,7 +1,15 @@
-"""Credit networks: [LN(h_l), time_embed(t_l), s] -> MLP -> R^out (DESIGN.md §2).
+"""Credit networks: [LN(h_l), layer_embed(t_l), s] -> MLP -> R^out (DESIGN.md §2), and the
+per-sample scale that makes the learned estimators scale-free.
 
-The same module gives the vector field a_phi (out = D) and the scalar value
-V_phi (out = 1). `s` is the conditioning chosen by `conditioning`.
+The same module gives the vector field a_phi (out = D) and the scalar value V_phi
+(out = 1). `s` is the conditioning chosen by `conditioning`.
+
+Scale. Per-sample gradients can be tiny (CIFAR-10 snapshot: ||g_l|| ~ 0.13 with
+||h_l|| ~ 110), and a regression on raw gradients is dominated by the few samples
+with large ones while Gamma weighs every sample alike. Both learned estimators therefore
+regress on targets divided by each sample's `credit_scale` (||delta_L||, output-local)
+and multiply their output back: the net's output is O(1) whatever the loss's scale, and
+scaling the loss by any c leaves the learned field unchanged.
 """
 from typing import Sequence
 
@@ -11,18 +19,38 @@ import jax.numpy as jnp
 
 from creditfield import student as student_lib
 
-CONDITIONINGS = ("label", "error", "delta_L")
+CONDITIONINGS = ("label", "error", "delta_L", "label_delta_L")
+LAYER_EMBEDDINGS = ("learned", "sinusoidal")
+NORMALIZATIONS = ("delta_L", "none")
 
 
-def time_embed(t_B: jax.Array, dim: int) -> jax.Array:
-  """Fixed sinusoidal embedding of layer time t in [0, 1]: (B,) -> (B, dim)."""
-  freqs = jnp.pi * 2.0 ** jnp.arange(dim // 2)
-  angles = t_B[:, None] * freqs
-  return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+def unit(a, eps=1e-30):
+  return a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + eps)
+
+
+def credit_scale(kind: str, delta_L_BxD: jax.Array, floor: float) -> jax.Array:
+  """Per-sample scale (B, 1) of the learned estimators' targets.
+
+  `delta_L`: ||delta_L||, floored at `floor` times the batch's RMS of it, so that samples
+  the student fits almost perfectly (whose fd targets are float rounding) are not blown up.
+  `none`: 1 (raw targets; the old, scale-dependent regression, kept for the ablation).
+  """
+  if kind == "none":
+    return jnp.ones(delta_L_BxD.shape[:-1] + (1,), delta_L_BxD.dtype)
+  if kind != "delta_L":
+    raise ValueError(f"Unknown normalization {kind!r}; expected one of {NORMALIZATIONS}.")
+  norm = jnp.linalg.norm(delta_L_BxD, axis=-1, keepdims=True)
+  rms = jnp.sqrt(jnp.mean(jnp.square(norm)))
+  return jax.lax.stop_gradient(jnp.maximum(norm, floor * rms) + 1e-30)
 
 
 def conditioning(kind: str, acts: student_lib.Activations, spec) -> jax.Array:
-  """s per sample: one-hot label (or the regression target), e = dL/dz, or delta_L."""
+  """s per sample; every choice is scale-free in the loss.
+
+  label: one-hot y (or the regression target); error: e = dL/dz; delta_L: the direction
+  delta_L / ||delta_L||, times sqrt(D) so that its entries are O(1) like LN(h)'s;
+  label_delta_L: both one-hot label and that direction.
+  """
   if kind == "label":
     if spec.task == "classification":
       return jax.nn.one_hot(acts.y, spec.num_outputs)
@@ -30,23 +58,55 @@ def conditioning(kind: str, acts: student_lib.Activations, spec) -> jax.Array:
   if kind == "error":
     return acts.error
   if kind == "delta_L":
-    return acts.delta_L
+    return unit(acts.delta_L) * jnp.sqrt(acts.delta_L.shape[-1])
+  if kind == "label_delta_L":
+    return jnp.concatenate([conditioning("label", acts, spec),
+                            conditioning("delta_L", acts, spec)], -1)
   raise ValueError(f"Unknown conditioning {kind!r}; expected one of {CONDITIONINGS}.")
 
 
+def sinusoidal_embed(t_B: jax.Array, dim: int, depth: int) -> jax.Array:
+  """Fixed sinusoidal features of t in [0, 1], frequencies pi/2 .. pi*depth, so that every
+  feature varies over the layer grid t = l/L (powers of two would repeat on it)."""
+  freqs = jnp.pi * jnp.linspace(0.5, depth, dim // 2)
+  angles = t_B[:, None] * freqs
+  return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
 class CreditNet(nn.Module):
-  """MLP on [LN(h), time_embed(t), s] with GELU; a last Linear to `out_dim`."""
+  """MLP on [LN(h), layer embedding of t, s] with GELU; a last Linear to `out_dim`.
+
+  `embedding="learned"`: a table of one vector per layer 0..depth, interpolated linearly
+  between layers (t = l/L need not be an integer layer: smoothness uses midpoints).
+  `output_init`: the last layer's weights are LeCun-normal times this (0: zeros, so the
+  untrained net outputs 0, not O(1) noise that the regression must first unlearn).
+  """
   hidden: Sequence[int]
   out_dim: int
+  depth: int
   time_dim: int = 16
+  embedding: str = "learned"
+  output_init: float = 0.0
+
+  def layer_embedding(self, t_B):
+    if self.embedding == "sinusoidal":
+      return sinusoidal_embed(t_B, self.time_dim, self.depth)
+    table = self.param("layer_embedding", nn.initializers.normal(1.0),
+                       (self.depth + 1, self.time_dim))
+    position = jnp.clip(t_B * self.depth, 0, self.depth)
+    low = jnp.clip(jnp.floor(position), 0, self.depth - 1).astype(jnp.int32)
+    frac = (position - low)[:, None]
+    return (1 - frac) * table[low] + frac * table[low + 1]
 
   @nn.compact
   def __call__(self, h_BxD, t_B, s_BxS):
     u = jnp.concatenate(
-        [student_lib.layer_norm(h_BxD), time_embed(t_B, self.time_dim), s_BxS], axis=-1)
+        [student_lib.layer_norm(h_BxD), self.layer_embedding(t_B), s_BxS], axis=-1)
     for width in self.hidden:
       u = nn.gelu(nn.Dense(width)(u))
-    return nn.Dense(self.out_dim)(u)
+    kernel_init = nn.initializers.variance_scaling(self.output_init ** 2, "fan_in",
+                                                   "truncated_normal")
+    return nn.Dense(self.out_dim, kernel_init=kernel_init)(u)
 
 
 def layer_times(depth: int, num_layers: int | None = None) -> jax.Array:

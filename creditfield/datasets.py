@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from creditfield import rng
 from creditfield import sharding
 from creditfield import student as student_lib
 
@@ -56,7 +57,7 @@ def synthetic(config, seed: int) -> Dataset:
   teacher = student_lib.StudentSpec(
       in_dim=c.in_dim, width=c.teacher_width, depth=c.teacher_depth,
       num_outputs=c.num_outputs, expansion=config.student.expansion, task=task)
-  k_teacher, k_train, k_test = jax.random.split(jax.random.PRNGKey(seed), 3)
+  k_teacher, k_train, k_test = rng.leaves(rng.stream(seed, "data"), "teacher", "train", "test")
   params = student_lib.init_params(teacher, k_teacher, residual_scale=c.alpha)
 
   def draw(key, n):

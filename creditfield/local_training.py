@@ -21,6 +21,7 @@ import optax
 from creditfield import bp_training
 from creditfield import datasets
 from creditfield import estimator_training
+from creditfield import rng
 from creditfield import rules as rules_lib
 from creditfield import student as student_lib
 from creditfield import training_loop
@@ -60,7 +61,7 @@ def _cached_init(estimator, frozen_cfg, frozen_estimator_cfg):
   est_cfg = online_estimator_config(ml_collections.ConfigDict(dict(frozen_estimator_cfg)), cfg)
 
   def init(key, x_train, y_train):
-    k_student, k_estimator = jax.random.split(key)
+    k_student, k_estimator = rng.leaves(key, "student", "estimator")
     params = student_lib.init_params(estimator.spec, k_student, cfg.residual_scale)
     phi = estimator_training.initial_params(estimator, k_estimator, params, x_train, y_train,
                                             cfg.batch_size)
@@ -89,12 +90,11 @@ def _cached_step(estimator, frozen_cfg, frozen_estimator_cfg, image_shape, skip_
   est_optimizer = estimator_training.make_optimizer(est_cfg)
   spec = estimator.spec
 
-  def augment(key, x):
-    return datasets.augment(key, x, image_shape, cfg.augment if image_shape else "none")
+  augment = estimator_training.augment_fn(cfg, image_shape)
 
   def estimator_updates(est_state, params, x, y, x_all, y_all, key):
-    def one(est_state, k):
-      k_batch, k_augment, k_loss = jax.random.split(k, 3)
+    def one(est_state, i):
+      k_batch, k_augment, k_loss = rng.leaves(rng.step_key(key, i), "batch", "augment", "loss")
       if cfg.estimator_batch == "separate":
         xe, ye = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
         xe = augment(k_augment, xe)
@@ -102,13 +102,13 @@ def _cached_step(estimator, frozen_cfg, frozen_estimator_cfg, image_shape, skip_
         xe, ye = x, y
       return estimator_training.update(estimator, est_optimizer, est_cfg.ema_decay, est_state,
                                        params, xe, ye, k_loss)
-    est_state, metrics = jax.lax.scan(one, est_state, jax.random.split(key, cfg.estimator_steps))
+    est_state, metrics = jax.lax.scan(one, est_state, jnp.arange(cfg.estimator_steps))
     return est_state, jax.tree.map(lambda m: m[-1], metrics)
 
   def step_fn(data, state, step):
     x_all, y_all, key, rule_index, eta, projections = data
-    k_batch, k_augment, k_estimator, k_credit = jax.random.split(
-        jax.random.fold_in(key, step), 4)
+    k_batch, k_augment, k_estimator, k_credit = rng.leaves(
+        rng.step_key(key, step), "batch", "augment", "estimator", "credit")
     x, y = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
     x = augment(k_augment, x)
     est_state, metrics = state.estimator, {}
@@ -117,7 +117,8 @@ def _cached_step(estimator, frozen_cfg, frozen_estimator_cfg, image_shape, skip_
                                                  k_estimator)
       metrics = {f"estimator_{k}": v for k, v in est_metrics.items()}
     acts = estimator.activations(state.params, x, y)
-    credit = estimator.credit(est_state.params, state.params, acts, k_credit)
+    credit = estimator.credit(estimator_training.credit_params(est_state, est_cfg), state.params,
+                              acts, k_credit)
     grads = rules_lib.local_grads(spec, state.params, x, y, credit, rule_index, eta,
                                   projections, cfg.update_embed)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

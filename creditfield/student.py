@@ -29,7 +29,8 @@ TASKS = ("classification", "regression")
 class StudentSpec:
   """Static architecture of the student; hashable, so it can be a jit static arg.
 
-  `guarded=True` wraps every hidden block in the no-hidden-BP guard.
+  `guarded=True` wraps every hidden block in the no-hidden-BP guard. `loss_scale` multiplies
+  the per-sample loss (1 in every study; tests use it to check that estimators are scale-free).
   """
   in_dim: int
   width: int
@@ -38,8 +39,11 @@ class StudentSpec:
   expansion: int = 2
   task: str = "classification"
   guarded: bool = False
+  loss_scale: float = 1.0
 
   def __post_init__(self):
+    if not self.loss_scale > 0:
+      raise ValueError(f"Student loss_scale must be > 0, got {self.loss_scale}.")
     if self.task not in TASKS:
       raise ValueError(f"Unknown task {self.task!r}; expected one of {TASKS}.")
     for name in ("in_dim", "width", "depth", "num_outputs", "expansion"):
@@ -127,18 +131,21 @@ def head(params: Params, h_BxD: jax.Array) -> jax.Array:
 
 
 def per_sample_loss(spec: StudentSpec, logits_BxC: jax.Array, y: jax.Array) -> jax.Array:
-  """Cross-entropy (y: int labels, B) or 1/2 squared error (y: targets, BxC); shape (B,)."""
+  """Cross-entropy (y: int labels, B) or 1/2 squared error (y: targets, BxC), times
+  `spec.loss_scale`; shape (B,)."""
   if spec.task == "classification":
     logp = jax.nn.log_softmax(logits_BxC)
-    return -jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
-  return 0.5 * jnp.sum(jnp.square(logits_BxC - y), axis=-1)
+    loss = -jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  else:
+    loss = 0.5 * jnp.sum(jnp.square(logits_BxC - y), axis=-1)
+  return spec.loss_scale * loss
 
 
 def output_error(spec: StudentSpec, logits_BxC: jax.Array, y: jax.Array) -> jax.Array:
-  """dl/dz: softmax(z) - onehot(y), or z - y for regression."""
+  """dl/dz: softmax(z) - onehot(y), or z - y for regression (times `spec.loss_scale`)."""
   if spec.task == "classification":
-    return jax.nn.softmax(logits_BxC) - jax.nn.one_hot(y, spec.num_outputs)
-  return logits_BxC - y
+    return spec.loss_scale * (jax.nn.softmax(logits_BxC) - jax.nn.one_hot(y, spec.num_outputs))
+  return spec.loss_scale * (logits_BxC - y)
 
 
 def blocks_forward(spec: StudentSpec, params: Params, h0_BxD: jax.Array):

@@ -41,6 +41,21 @@ def validate(config) -> None:
     _require(m >= 1, f"The number of directions M must be >= 1, got {m} "
                      "(config.credit.M / config.credit.M_values).")
   _one_of(c.conditioning, credit_net.CONDITIONINGS, "credit.conditioning")
+  _one_of(c.embedding, credit_net.LAYER_EMBEDDINGS, "credit.embedding")
+  _one_of(c.normalization, credit_net.NORMALIZATIONS, "credit.normalization")
+  _one_of(c.vector_field.regression, estimators.REGRESSIONS, "credit.vector_field.regression")
+  _require(c.scale_floor >= 0 and c.output_init >= 0,
+           f"config.credit.scale_floor and output_init must be >= 0, got {c.scale_floor}, "
+           f"{c.output_init}.")
+  _require(c.time_dim >= 2 and c.time_dim % 2 == 0,
+           f"config.credit.time_dim must be an even number >= 2, got {c.time_dim}.")
+  v, b = c.vector_field, c.scalar_bridge
+  _require(v.contrastive >= 0 and v.smoothness >= 0 and v.contrastive_tau > 0,
+           "config.credit.vector_field needs contrastive >= 0, smoothness >= 0 and "
+           f"contrastive_tau > 0; got {v.contrastive}, {v.smoothness}, {v.contrastive_tau}.")
+  _require(b.num_noise >= 1 and b.tau > 0 and b.sigma >= 0,
+           "config.credit.scalar_bridge needs num_noise >= 1, tau > 0 and sigma >= 0; got "
+           f"{b.num_noise}, {b.tau}, {b.sigma}.")
   _one_of(c.targets, perturb.METHODS, "credit.targets")
   _one_of(c.forward_gradient.targets, perturb.METHODS, "credit.forward_gradient.targets")
   _one_of(c.directions, perturb.DIRECTIONS, "credit.directions")
@@ -52,6 +67,8 @@ def validate(config) -> None:
            f"{e.batch_size}.")
   _require(0 <= e.ema_decay < 1, f"config.estimator.ema_decay must be in [0, 1), got "
                                  f"{e.ema_decay}.")
+  _one_of(e.credit_params, ("ema", "raw"), "estimator.credit_params")
+  _one_of(e.augment, datasets.AUGMENTATIONS, "estimator.augment")
   if "phase6" in config:
     p = config.phase6
     rules.parse_rules(p.rules)

@@ -44,11 +44,10 @@ def _fresh_compilation_caches():
   """Drop compiled programs after each test module, so one long pytest process does not
   accumulate hundreds of XLA executables (the suite runs many small studies)."""
   yield
-  from creditfield import estimator_training, training_loop  # pylint: disable=g-import-not-at-top
-  from creditfield.studies import credit_quality  # pylint: disable=g-import-not-at-top
+  from creditfield import diagnostics, estimator_training, training_loop  # pylint: disable=g-import-not-at-top
   from creditfield import local_training  # pylint: disable=g-import-not-at-top
   for cached in (training_loop.jitted_chunk, estimator_training._cached_step,  # pylint: disable=protected-access
                  local_training._cached_step, local_training._cached_init,  # pylint: disable=protected-access
-                 credit_quality._quality_fn):  # pylint: disable=protected-access
+                 diagnostics._quality_fn):  # pylint: disable=protected-access
     cached.cache_clear()
   jax.clear_caches()

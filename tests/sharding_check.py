@@ -15,10 +15,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from creditfield import bp_training, config_defaults, estimator_training, estimators
+from creditfield import bp_training, config_defaults, diagnostics, estimator_training, estimators
 from creditfield import exploit, rules, run as run_lib, sharding
 from creditfield import student as student_lib
-from creditfield.studies import credit_quality
 
 
 def max_diff(a, b):
@@ -62,8 +61,8 @@ def main():
   out["bp_step"] = both(bp_step)
 
   dcfg = ml_collections.ConfigDict(dict(num_directions=4, sigma=1e-3, nudge_eps=1e-2))
-  out["diagnostics"] = both(lambda: credit_quality.evaluate_credit(
-      vf, estimators.oracle(spec), spec, params, x[:64], y[:64], phi, key, dcfg))
+  out["diagnostics"] = both(lambda: diagnostics.evaluate_credit(
+      vf, params, x[:64], y[:64], phi, key, dcfg))
 
   bx, by = x[:128].reshape(4, 32, 12), y[:128].reshape(4, 32)
   proj = rules.projections(key, spec)

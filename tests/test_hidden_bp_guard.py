@@ -28,7 +28,7 @@ def _credit_config():
 def _train_config():
   return ml_collections.ConfigDict(dict(
       steps=3, batch_size=8, lr=1e-3, schedule="constant", warmup_steps=0, ema_decay=0.9,
-      grad_clip=1.0, log_every=3))
+      grad_clip=1.0, log_every=3, credit_params="ema", augment="none"))
 
 
 def test_hidden_bp_guard_makes_the_oracle_raise(spec, params, batch):
@@ -53,6 +53,19 @@ def test_hidden_bp_guard_non_oracle_estimators_train_and_give_finite_credit(
   acts = est.activations(params, x, y)
   credit = jax.jit(est.credit)(phi, params, acts, jax.random.PRNGKey(2))
   assert credit.shape == (spec.depth + 1, x.shape[0], spec.width)
+  assert bool(jnp.all(jnp.isfinite(credit)))
+
+
+@pytest.mark.parametrize("options", [
+    dict(contrastive=0.1, smoothness=0.1), dict(regression="forward_gradient", residual=True)])
+def test_hidden_bp_guard_vector_field_options_train_under_the_guard(spec, params, batch, options):
+  """The contrastive term differentiates the EMA value net's input, never the student."""
+  x, y = batch
+  cfg = _credit_config()
+  cfg.vector_field.update(options)
+  est = estimators.make("vector_field", spec, cfg)
+  phi = estimator_training.train(est, params, x, y, _train_config(), jax.random.PRNGKey(1))
+  credit = jax.jit(est.credit)(phi, params, est.activations(params, x, y), jax.random.PRNGKey(2))
   assert bool(jnp.all(jnp.isfinite(credit)))
 
 

@@ -4,16 +4,15 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
-from creditfield import bp_training
 from creditfield import config_defaults
 from creditfield import datasets
 from creditfield import estimators
 from creditfield import local_training
+from creditfield import rng
 from creditfield import rules as rules_lib
 from creditfield import run as run_lib
 from creditfield import student as student_lib
@@ -48,7 +47,7 @@ def test_oracle_with_inner_product_is_one_step_of_backprop():
           jnp.float32(0.0), projections)
   state, _ = step(data, init, jnp.int32(0))
   # The same batch and the same AdamW, with gradients of the mean loss by backprop.
-  k_batch = jax.random.split(jax.random.fold_in(key, 0), 4)[0]
+  k_batch = rng.leaves(rng.step_key(key, 0), "batch")[0]
   x, y = datasets.sample_batch(k_batch, dataset.x_train, dataset.y_train,
                                config.local_train.batch_size)
   grads = jax.grad(student_lib.mean_loss, argnums=1)(spec, init.params, x, y)

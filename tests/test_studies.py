@@ -23,11 +23,21 @@ def test_pivot_runlocal_has_learned_estimators_with_quality_metrics(tmp_path):
   rows = _run("pivot", tmp_path)["rows"]
   means = [r for r in rows if r["layer"] == "mean" and r["seed"] == "all"]
   found = {(r["credit"], r.get("M")) for r in means if r["study"] == "main"}
-  assert {("scalar_bridge", None), ("vector_field", 4), ("vector_field", 8)} <= found
+  assert {("scalar_bridge", None), ("vector_field", 4), ("identity", None)} <= found
   for r in means:
-    assert {"gamma", "rho", "nudge"} <= set(r)
+    assert {"gamma", "gamma_weighted", "rho", "nudge"} <= set(r)
   assert {r["study"] for r in means} >= {"ablation_M", "ablation_targets",
-                                         "ablation_conditioning"}
+                                         "ablation_contrastive", "ablation_combined"}
+  # The headline mean is over the hidden layers 0..L-1; layer L is reported apart.
+  depth = 4
+  vf = [r for r in rows if r["seed"] == 0 and r["study"] == "main"
+        and r["credit"] == "vector_field"]
+  by_layer = {r["layer"]: r for r in vf}
+  assert set(by_layer) == set(range(depth)) | {"mean", "terminal"}
+  assert abs(by_layer["mean"]["gamma"] -
+             sum(by_layer[l]["gamma"] for l in range(depth)) / depth) < 1e-6
+  assert by_layer["terminal"]["gamma"] > 0.999  # delta_L itself, exact at layer L
+  assert by_layer["mean"]["steps"] == 100  # estimator steps of the runlocal config
 
 
 def test_phase6c_runlocal_covers_every_credit_and_rule(phase6c_runlocal):

@@ -2,7 +2,7 @@
 from creditfield.estimators.base import CreditEstimator
 from creditfield.estimators.baselines import dfa, forward_gradient, identity, oracle, zero
 from creditfield.estimators.scalar_bridge import ScalarBridgeConfig, scalar_bridge
-from creditfield.estimators.vector_field import VectorFieldConfig, vector_field
+from creditfield.estimators.vector_field import REGRESSIONS, VectorFieldConfig, vector_field
 
 NAMES = ("oracle", "dfa", "identity", "forward_gradient", "scalar_bridge", "vector_field",
          "zero")
@@ -39,18 +39,22 @@ def make(name: str, spec, credit_config, num_directions=None) -> CreditEstimator
     return zero(spec)
   if name == "forward_gradient":
     return forward_gradient(spec, m, c.directions, c.forward_gradient.targets, c.fd_eps)
+  shared = dict(hidden=None, time_dim=c.time_dim, embedding=c.embedding,
+                conditioning=c.conditioning, normalization=c.normalization,
+                scale_floor=c.scale_floor, output_init=c.output_init,
+                learn_terminal=c.learn_terminal)
   if name == "vector_field":
     v = c.vector_field
-    return vector_field(spec, VectorFieldConfig(
-        num_directions=m, hidden=tuple(v.hidden), time_dim=c.time_dim,
-        conditioning=c.conditioning, directions=c.directions, targets=c.targets,
-        eps=c.fd_eps, beta=v.beta, smoothness=v.smoothness, residual=v.residual,
-        output_scale=v.output_scale))
+    return vector_field(spec, VectorFieldConfig(**dict(
+        shared, hidden=tuple(v.hidden), num_directions=m, directions=c.directions,
+        targets=c.targets, eps=c.fd_eps, regression=v.regression, beta=v.beta,
+        smoothness=v.smoothness, contrastive=v.contrastive,
+        contrastive_tau=v.contrastive_tau, residual=v.residual)))
   if name == "scalar_bridge":
     s = c.scalar_bridge
-    return scalar_bridge(spec, ScalarBridgeConfig(
-        hidden=tuple(s.hidden), time_dim=c.time_dim, conditioning=c.conditioning,
-        num_noise=s.num_noise, tau=s.tau, sigma=s.sigma, bridge_weight=s.bridge_weight,
-        value_weight=s.value_weight, gradient_weight=s.gradient_weight))
+    return scalar_bridge(spec, ScalarBridgeConfig(**dict(
+        shared, hidden=tuple(s.hidden), num_noise=s.num_noise, tau=s.tau, sigma=s.sigma,
+        bridge_weight=s.bridge_weight, value_weight=s.value_weight,
+        gradient_weight=s.gradient_weight)))
   parse_names(name)  # raises with the list of valid names
   raise AssertionError(name)

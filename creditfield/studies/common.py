@@ -4,13 +4,13 @@ import json
 import os
 
 from absl import logging
-import jax
 
 from creditfield import bp_training
 from creditfield import checkpoints
 from creditfield import datasets
 from creditfield import estimators
 from creditfield import outputs
+from creditfield import rng
 
 
 @dataclasses.dataclass
@@ -52,7 +52,7 @@ def student(run: Run):
           "data_fingerprint": run.dataset.fingerprint, "data_source": run.dataset.name}
   try:
     params, _, final = bp_training.train(
-        run.spec, run.dataset, cfg, jax.random.PRNGKey(run.config.seed), mngr=mngr, meta=meta,
+        run.spec, run.dataset, cfg, rng.stream(run.config.seed, "snapshot"), mngr=mngr, meta=meta,
         on_metrics=run.metrics, skip_nonfinite=run.config.skip_nonfinite)
   finally:
     mngr.close()
@@ -60,16 +60,14 @@ def student(run: Run):
   return params, final
 
 
-def diagnostics_batch(run: Run, key):
-  """A held-out batch of `config.diagnostics.batch_size` distinct samples for credit quality."""
-  size = min(run.config.diagnostics.batch_size, run.dataset.x_test.shape[0])
-  return datasets.sample_batch(key, run.dataset.x_test, run.dataset.y_test, size, replace=False)
-
-
-def estimator_key(seed: int, name: str, num_directions: int) -> jax.Array:
-  """A key per (seed, estimator, M), independent of the order names are listed in."""
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), estimators.NAMES.index(name))
-  return jax.random.fold_in(key, num_directions)
+def diagnostics_batch(run: Run, seed: int, split: str = "test"):
+  """A batch of `config.diagnostics.batch_size` distinct samples for credit quality, drawn
+  from the held-out split (or the training split, to compare), per seed."""
+  x, y = ((run.dataset.x_test, run.dataset.y_test) if split == "test"
+          else (run.dataset.x_train, run.dataset.y_train))
+  size = min(run.config.diagnostics.batch_size, x.shape[0])
+  key = rng.stream(seed, "diagnostics", "batch" if split == "test" else "train")
+  return datasets.sample_batch(key, x, y, size, replace=False)
 
 
 def credit_label(row: dict) -> str:

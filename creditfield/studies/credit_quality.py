@@ -1,17 +1,17 @@
 """Credit quality studies: Phase 1 (baselines) and the pivot (learned credit + ablation).
 
 For each seed and estimator (and M, for estimators that use directions): train the
-estimator against the frozen student if it learns, take its credit on a held-out
-batch and measure gamma, rho and nudge against the oracle, per layer and mean.
+estimator against the frozen student if it learns (logging 1 - R^2 of its targets and
+Gamma on a training and a held-out batch as it goes), take its credit on a held-out
+batch and measure gamma, gamma_weighted, rho and nudge against the oracle, per layer,
+as the mean over hidden layers and at the terminal layer.
 """
 import dataclasses
-import functools
 import os
 import time
 
 from absl import logging
 import jax
-import numpy as np
 
 from creditfield import checkpoints
 from creditfield import diagnostics
@@ -19,172 +19,243 @@ from creditfield import estimator_training
 from creditfield import estimators
 from creditfield import outputs
 from creditfield import plots
-from creditfield import sharding
+from creditfield import rng
 from creditfield.studies import common
 
-TABLE = ("study", "credit", "M", "conditioning", "targets", "layer", "gamma", "rho", "nudge",
-         "estimator_loss", "seconds")
+TABLE = ("study", "credit", "M", "steps", "conditioning", "targets", "variant", "layer",
+         "gamma", "gamma_weighted", "rho", "nudge", "estimator_loss", "seconds")
+GROUP = ("study", "credit", "M", "steps", "conditioning", "targets", "variant", "layer")
+# Ablation switches: which config section a `name=value` variant overrides.
+VARIANT_SECTIONS = ("credit.vector_field", "credit.scalar_bridge", "credit", "estimator")
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """One estimator variant: its name, M, conditioning, targets and vector_field switches."""
+  """One estimator variant: its name, M, estimator steps, conditioning, targets and switches."""
   study: str
   name: str
   M: int
+  steps: int
   conditioning: str
   targets: str
-  variant: tuple[tuple[str, object], ...] = ()  # config.credit.vector_field overrides
+  variant: tuple[tuple[str, str, object], ...] = ()  # (section, key, value) overrides
 
   def key(self):
     """What determines the result: entries equal here share one training."""
-    return (self.name, self.M, self.conditioning, self.targets, self.variant)
+    return (self.name, self.M, self.steps, self.conditioning, self.targets, self.variant)
+
+
+def parse_variant(config, switch: str, name: str) -> tuple[str, str, object]:
+  """'residual=True' -> ('credit.vector_field', 'residual', True), typed like the default;
+  `steps` is config.estimator.steps."""
+  key, _, text = switch.partition("=")
+  if key == "steps":
+    return "estimator", key, int(text)
+  sections = [s for s in VARIANT_SECTIONS
+              if (name == "vector_field" or s != "credit.vector_field")
+              and (name == "scalar_bridge" or s != "credit.scalar_bridge")]
+  for section in sections:
+    node = config
+    for part in section.split("."):
+      node = node[part]
+    if key in node:
+      default = node[key]
+      if isinstance(default, bool):
+        value = text == "True"
+      elif isinstance(default, (tuple, list)):
+        value = tuple(type(default[0])(x) for x in text.split(":"))
+      else:
+        value = type(default)(text)
+      return section, key, value
+  raise ValueError(f"config.ablation.variants names {key!r}, which is not an option of "
+                   f"{name} ({', '.join(sections)}).")
 
 
 def entries(config) -> list[Entry]:
   c = config.credit
   names = estimators.parse_names(c.names)
   m_values = tuple(c.M_values) if c.M_values else (c.M,)
+  steps = config.estimator.steps
   out = []
   for name in names:
     for m in (m_values if name in estimators.USES_M else (c.M,)):
-      out.append(Entry("main", name, m, c.conditioning, c.targets))
+      out.append(Entry("main", name, m, steps, c.conditioning, c.targets))
   a = config.get("ablation")
   if a is not None and a.enabled:
-    for m in a.M_values:
-      out.append(Entry("ablation_M", "vector_field", m, c.conditioning, c.targets))
-    for targets in a.targets.split(","):
-      out.append(Entry("ablation_targets", "vector_field", a.M, c.conditioning, targets))
-    for cond in a.conditioning.split(","):
-      out.append(Entry("ablation_conditioning", "vector_field", a.M, cond, c.targets))
-    for switch in filter(None, a.variants.split(",")):
-      name, _, value = switch.partition("=")
-      if name not in c.vector_field:
-        raise ValueError(f"config.ablation.variants names {name!r}, which is not a "
-                         f"config.credit.vector_field option ({', '.join(c.vector_field)}).")
-      value = type(c.vector_field[name])(value) if not isinstance(
-          c.vector_field[name], bool) else value == "True"
-      out.append(Entry(f"ablation_{name}", "vector_field", a.M, c.conditioning, c.targets,
-                       ((name, value),)))
+    vf = lambda study, **kw: Entry(study, **dict(dict(
+        name="vector_field", M=a.M, steps=steps, conditioning=c.conditioning,
+        targets=c.targets), **kw))
+    out += [vf("ablation_M", M=m) for m in a.M_values]
+    out += [vf("ablation_targets", targets=t) for t in a.targets.split(",") if t]
+    out += [vf("ablation_conditioning", conditioning=k) for k in a.conditioning.split(",") if k]
+    for variant in filter(None, a.variants.split(",")):
+      name, _, switches = variant.partition(":")
+      if name not in estimators.NAMES:  # no `name:` prefix (a tuple value may hold ':')
+        name, switches = "vector_field", variant
+      entry = vf("", name=name)
+      if entry.name not in estimators.USES_M:
+        entry = dataclasses.replace(entry, M=c.M)
+      overrides, keys = [], []
+      for switch in switches.split("+"):  # `a=1+b=2`: several switches at once
+        section, key, value = parse_variant(config, switch, entry.name)
+        keys.append(key)
+        if key in ("steps", "conditioning"):  # entry fields, so the rows show them
+          entry = dataclasses.replace(entry, **{key: value})
+        else:
+          overrides.append((section, key, value))
+      study = f"ablation_{keys[0]}" if len(keys) == 1 else "ablation_combined"
+      out.append(dataclasses.replace(entry, study=study, variant=tuple(overrides)))
   return out
 
 
-def _credit_config(config, entry: Entry):
-  c = config.credit.copy_and_resolve_references()
+def entry_config(config, entry: Entry):
+  """The config an entry trains with: the study's, with the entry's overrides."""
+  c = config.copy_and_resolve_references()
   with c.unlocked():
-    c.conditioning, c.targets = entry.conditioning, entry.targets
-    for name, value in entry.variant:
-      c.vector_field[name] = value
+    c.credit.conditioning, c.credit.targets = entry.conditioning, entry.targets
+    c.estimator.steps = entry.steps
+    for section, key, value in entry.variant:
+      node = c
+      for part in section.split("."):
+        node = node[part]
+      node[key] = value
   return c
 
 
 def entry_tags(entry: Entry, learned: bool, seed: int) -> dict:
-  """Row keys for an entry: M, conditioning and targets only where they apply."""
+  """Row keys for an entry: M, steps, conditioning and targets only where they apply."""
   tags = dict(study=entry.study, credit=entry.name, seed=seed)
   if entry.name in estimators.USES_M:
     tags["M"] = entry.M
   if learned:
-    tags["conditioning"] = entry.conditioning
+    tags.update(steps=entry.steps, conditioning=entry.conditioning)
   if entry.name == "vector_field":
     tags["targets"] = entry.targets
-  for name, value in entry.variant:
-    tags[name] = value
+  if entry.variant:
+    tags["variant"] = ",".join(f"{key}={value}" for _, key, value in entry.variant)
   return tags
 
 
-@functools.lru_cache(maxsize=128)
-def _quality_fn(estimator, oracle, spec, num_directions: int, sigma: float, nudge_eps: float):
-  """The jitted measurement, one per estimator (so seeds reuse the compiled program)."""
-  @jax.jit
-  def measure(phi, student_params, x, y, key):
-    x, y = sharding.shard_batch(x), sharding.shard_batch(y)
-    k_credit, k_diag = jax.random.split(key)
-    acts = estimator.activations(student_params, x, y)
-    credit = estimator.credit(phi, student_params, acts, k_credit)
-    exact = oracle.credit({}, student_params, oracle.activations(student_params, x, y), None)
-    return diagnostics.credit_quality(spec, student_params, acts, credit, exact, k_diag,
-                                      num_directions, sigma, nudge_eps)
-  return measure
+def gamma_monitor(r, est, student_params, seed: int, key):
+  """Gamma (hidden-layer mean) on a training batch and on the held-out batch, for logging
+  while an estimator trains: the gap between them is how much it overfits."""
+  train_batch = common.diagnostics_batch(r, seed, split="train")
+  heldout_batch = common.diagnostics_batch(r, seed)
+
+  def monitor(phi):
+    out = {}
+    for tag, (x, y) in (("train", train_batch), ("heldout", heldout_batch)):
+      gamma = diagnostics.evaluate_credit(est, student_params, x, y, phi, key,
+                                          r.config.diagnostics, gamma_only=True)["gamma"]
+      out[f"gamma_{tag}"] = float(gamma[:-1].mean())
+    return out
+  return monitor
 
 
-def evaluate_credit(estimator, oracle, spec, student_params, x, y, phi, key, dcfg):
-  """Per-layer quality of `estimator`'s credit on one batch, as numpy arrays."""
-  measure = _quality_fn(estimator, oracle, spec, dcfg.num_directions, dcfg.sigma,
-                        dcfg.nudge_eps)
-  return jax.device_get(measure(phi, student_params, x, y, key))
-
-
-def layer_rows(base: dict, quality: dict) -> list[dict]:
-  depth = len(quality["gamma"])
-  rows = [dict(base, layer=l, **{m: float(quality[m][l]) for m in diagnostics.METRICS})
-          for l in range(depth)]
-  rows.append(dict(base, layer="mean",
-                   **{m: float(np.mean(quality[m])) for m in diagnostics.METRICS}))
-  return rows
-
-
-def _measure(r, config, entry, est, seed, student_params, oracle, spec, x, y):
+def _measure(r, config, entry, est, seed, student_params, x, y):
   """Trains (if learned) and measures one entry; returns (per-layer quality, extra row keys)."""
-  key = common.estimator_key(seed, entry.name, entry.M)
+  key = rng.estimator_stream(seed, entry.name, entry.M)
+  eval_key = rng.stream(key, "eval")
   last = {}
 
   def record(records):
     r.metrics(records)
     last.update(records[-1])
 
+  cfg = entry_config(config, entry)
   tic = time.perf_counter()
-  phi = estimator_training.train(est, student_params, r.dataset.x_train, r.dataset.y_train,
-                                 config.estimator, key, on_metrics=record,
-                                 skip_nonfinite=config.skip_nonfinite,
-                                 **entry_tags(entry, est.learned, seed))
+  phi = estimator_training.train(
+      est, student_params, r.dataset.x_train, r.dataset.y_train, cfg.estimator, key,
+      on_metrics=record, skip_nonfinite=config.skip_nonfinite,
+      image_shape=r.dataset.image_shape,
+      monitor=gamma_monitor(r, est, student_params, seed, eval_key),
+      **entry_tags(entry, est.learned, seed))
   jax.block_until_ready(phi)
   seconds = time.perf_counter() - tic
-  quality = evaluate_credit(est, oracle, spec, student_params, x, y, phi,
-                            jax.random.fold_in(key, 1), config.diagnostics)
+  quality = diagnostics.evaluate_credit(est, student_params, x, y, phi, eval_key,
+                                        config.diagnostics)
   # Training cost (compilation included) and final loss, for learned estimators.
   extras = dict(estimator_loss=last.get("total"), seconds=seconds) if est.learned else {}
   return quality, extras
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+  """Mean ± std over seeds of every measured combination (the `seed == "all"` rows)."""
+  return outputs.summarize(rows, GROUP, diagnostics.METRICS + ("estimator_loss", "seconds"))
+
+
+def report_markdown(summary: list[dict]) -> str:
+  """One line per entry: per-layer Gamma, the hidden-layer mean (± std over seeds) of every
+  metric, and the terminal layer's Gamma."""
+  entries: dict[tuple, dict] = {}
+  for r in summary:
+    entries.setdefault(tuple(str(r.get(k)) for k in GROUP[:-1]), {})[r["layer"]] = r
+  f = lambda r, k: f"{r[k]:.3f} ± {r.get(k + '_std', 0):.3f}"
+  lines = ["| study | credit | steps | conditioning | targets | variant | Gamma per hidden layer | "
+           "Gamma | gamma_weighted | rho | nudge | terminal Gamma | seeds |",
+           "|" + "---|" * 13]
+  for layers in entries.values():
+    mean, terminal = layers["mean"], layers["terminal"]
+    per_layer = ", ".join(f"{layers[l]['gamma']:.3f}" for l in sorted(
+        k for k in layers if isinstance(k, int)))
+    lines.append("| " + " | ".join([
+        mean["study"], common.credit_label(mean), str(mean.get("steps", "")),
+        mean.get("conditioning", ""), mean.get("targets", ""), mean.get("variant", ""),
+        per_layer, f(mean, "gamma"), f(mean, "gamma_weighted"), f(mean, "rho"), f(mean, "nudge"),
+        f"{terminal['gamma']:.3f}", str(mean["num_seeds"])]) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(workdir: str, summary: list[dict], records: list[dict]) -> None:
+  """gamma_per_layer.png (main entries) and estimator_training.png (losses, 1 - R^2 of the
+  targets, Gamma on train and held-out batches) from the summary rows and metrics.jsonl."""
+  plots.lines([s for s in summary if isinstance(s["layer"], int) and s["study"] == "main"],
+              os.path.join(workdir, "gamma_per_layer.png"), x="layer", y="gamma",
+              label=common.credit_label,
+              title="Gamma per hidden layer (mean ± std over seeds)")
+  learned = [rec for rec in records if "gamma_heldout" in rec and rec.get("study") == "main"]
+  if learned:
+    plots.training_curves(learned, os.path.join(workdir, "estimator_training.png"),
+                          keys=sorted({k for rec in learned for k in rec} &
+                                      {"total", "perturbation", "target_fvu", "gamma_train",
+                                       "gamma_heldout", "bridge", "gradient"}),
+                          label=lambda rec: f"{common.credit_label(rec)} s{rec['seed']}")
 
 
 def run(config, workdir: str) -> dict:
   r = common.start(config, workdir)
   todo = entries(config)
   # Built once, before any work (bad settings fail fast), and every seed reuses them.
-  built = {e.key(): estimators.make(e.name, r.spec, _credit_config(config, e), e.M)
+  built = {e.key(): estimators.make(e.name, r.spec, entry_config(config, e).credit, e.M)
            for e in todo}
   student_params, snapshot_eval = common.student(r)
-  spec = r.spec.with_guard(False)
-  oracle = estimators.oracle(spec)
   rows = []
   for seed in range(config.seed, config.seed + config.num_seeds):
-    x, y = common.diagnostics_batch(r, jax.random.fold_in(jax.random.PRNGKey(seed), 10**6))
+    x, y = common.diagnostics_batch(r, seed)
     measured = {}  # entry.key() -> (quality, extras): ablation points equal to main ones
     for entry in todo:
       if entry.key() not in measured:
         measured[entry.key()] = _measure(r, config, entry, built[entry.key()], seed,
-                                         student_params, oracle, spec, x, y)
+                                         student_params, x, y)
       quality, extras = measured[entry.key()]
       est_learned = "estimator_loss" in extras
-      rows.extend(layer_rows(dict(entry_tags(entry, est_learned, seed), **extras), quality))
-      logging.info("%s (%s): mean gamma %.3f rho %.3f nudge %.3f", entry.name, entry.study,
-                   rows[-1]["gamma"], rows[-1]["rho"], rows[-1]["nudge"])
-  group = ("study", "credit", "M", "conditioning", "targets", "layer")
-  summary = outputs.summarize(rows, group, diagnostics.METRICS + ("estimator_loss", "seconds"))
-  meta = outputs.run_meta(r.dataset, experiment=config.experiment,
-                          wall_seconds=r.stopwatch.seconds(), snapshot_eval=snapshot_eval,
-                          student=checkpoints.spec_to_json(spec))
-  outputs.write_results(workdir, summary + rows, meta, columns=TABLE)
-  means = [s for s in summary if s["layer"] == "mean"]
-  print(outputs.text_table(means, TABLE))
-  plots.lines([s for s in summary if s["layer"] != "mean" and s["study"] == "main"],
-              os.path.join(workdir, "gamma_per_layer.png"), x="layer", y="gamma",
-              label=common.credit_label, title="Gamma per layer (mean ± std over seeds)")
-  learned = [rec for rec in r.metrics.read() if "total" in rec]
-  if learned:
-    plots.training_curves(learned, os.path.join(workdir, "estimator_training.png"),
-                          keys=sorted({k for rec in learned for k in rec} &
-                                      {"total", "terminal", "perturbation", "bridge", "value",
-                                       "gradient", "smoothness"}),
-                          label=lambda rec: f"{common.credit_label(rec)} {rec['study']} "
-                                            f"{rec['conditioning']} {rec.get('targets', '')} s{rec['seed']}")
+      entry_rows = diagnostics.layer_rows(dict(entry_tags(entry, est_learned, seed), **extras),
+                                          quality)
+      rows.extend(entry_rows)
+      mean, terminal = entry_rows[-2], entry_rows[-1]
+      logging.info("%s (%s): hidden-layer gamma %.3f rho %.3f nudge %.3f; terminal gamma %.3f",
+                   entry.name, entry.study, mean["gamma"], mean["rho"], mean["nudge"],
+                   terminal["gamma"])
+    # Results so far, after every seed: a long run that is stopped keeps its table.
+    summary = summarize(rows)
+    meta = outputs.run_meta(r.dataset, experiment=config.experiment,
+                            wall_seconds=r.stopwatch.seconds(), snapshot_eval=snapshot_eval,
+                            student=checkpoints.spec_to_json(r.spec),
+                            layers="integers 0..L-1; mean = mean over those hidden layers; "
+                                   "terminal = layer L")
+    outputs.write_results(workdir, summary + rows, meta, columns=TABLE)
+    with open(os.path.join(workdir, "tables.md"), "w") as f:
+      f.write(report_markdown(summary))
+  print(outputs.text_table([s for s in summary if s["layer"] in ("mean", "terminal")], TABLE))
+  plot(workdir, summary, r.metrics.read())
   return {"rows": summary + rows, "meta": meta}

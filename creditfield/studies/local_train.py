@@ -18,16 +18,18 @@ import numpy as np
 
 from creditfield import bp_training
 from creditfield import checkpoints
+from creditfield import diagnostics
+from creditfield import estimator_training
 from creditfield import estimators
 from creditfield import flops
 from creditfield import local_training
 from creditfield import outputs
 from creditfield import plots
+from creditfield import rng
 from creditfield import rules as rules_lib
 from creditfield import student as student_lib
 from creditfield import training_loop
 from creditfield.studies import common
-from creditfield.studies import credit_quality
 
 TABLE = ("credit", "M", "rule", "eta", "test_accuracy", "test_loss", "best_test_accuracy",
          "gamma", "ms_per_update", "forward_equivalents", "gflop_per_update")
@@ -49,15 +51,14 @@ def update_cost(step_fn, state, data, spec, params, x) -> dict:
           "forward_equivalents": step_flops / forward_flops}
 
 
-def train_one(r, est, oracle, init_fn, step_fn, rule: str, eta, seed: int, projections, dx, dy,
-              tags):
+def train_one(r, est, init_fn, step_fn, rule: str, eta, seed: int, projections, dx, dy, tags):
   """Trains one student; returns (final row, eval curve records)."""
   cfg, x_train, y_train = r.config.local_train, r.dataset.x_train, r.dataset.y_train
   eval_spec = r.spec.with_guard(False)
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), 10)  # the same init for every credit
-  k_init, k_steps, k_quality = jax.random.split(key, 3)
+  key = rng.stream(seed, "local_train")  # the same student init for every credit
+  k_init, k_quality = rng.leaves(key, "init", "quality")
   state = init_fn(k_init, x_train, y_train)
-  data = (x_train, y_train, k_steps, jnp.int32(rules_lib.rule_index(rule)),
+  data = (x_train, y_train, key, jnp.int32(rules_lib.rule_index(rule)),
           jnp.float32(eta or 0.0), projections)
   curve, chunk_seconds = [], []
   clock = {"last": time.perf_counter()}
@@ -66,14 +67,14 @@ def train_one(r, est, oracle, init_fn, step_fn, rule: str, eta, seed: int, proje
     chunk_seconds.append(time.perf_counter() - clock["last"])
     step = first_step + len(metrics["loss"])
     ev = bp_training.evaluate(eval_spec, state.params, r.dataset.x_test, r.dataset.y_test)
-    quality = credit_quality.evaluate_credit(est, oracle, eval_spec, state.params, dx, dy,
-                                             state.estimator.params,
-                                             jax.random.fold_in(k_quality, step),
-                                             r.config.diagnostics)
+    phi = estimator_training.credit_params(state.estimator, r.config.estimator)
+    gamma = diagnostics.evaluate_credit(est, state.params, dx, dy, phi,
+                                        rng.step_key(k_quality, step), r.config.diagnostics,
+                                        gamma_only=True)["gamma"]
     record = dict(tags, phase="local_eval", step=step, train_loss=float(np.mean(metrics["loss"])),
-                  chunk_seconds=chunk_seconds[-1], gamma=float(np.mean(quality["gamma"])),
+                  chunk_seconds=chunk_seconds[-1], gamma=float(np.mean(gamma[:-1])),
                   **{f"test_{k}": v for k, v in ev.items()},
-                  **{f"gamma_l{l}": float(g) for l, g in enumerate(quality["gamma"])},
+                  **{f"gamma_l{l}": float(g) for l, g in enumerate(gamma)},
                   **{k: float(np.mean(v)) for k, v in metrics.items() if k != "loss"})
     curve.append(record)
     clock["last"] = time.perf_counter()
@@ -108,7 +109,7 @@ def report_markdown(final: list[dict], task: str) -> str:
                 for r in outputs.summarize(final, ("credit_M",), cost)]
   parts = [f"Final {value} (mean ± std over seeds):", "",
            outputs.pivot_markdown(final, "credit_M", "rule_eta", value), "",
-           "Gamma (mean over layers) at the end of training:", "",
+           "Gamma (mean over hidden layers 0..L-1) at the end of training:", "",
            outputs.pivot_markdown(final, "credit_M", "rule_eta", "gamma"), "",
            "Cost of one student update (estimator updates included; ms: mean over rules):", "",
            outputs.markdown_table(per_credit, ("credit_M",) + cost)]
@@ -131,9 +132,9 @@ def run(config, workdir: str) -> dict:
   rule_list = rules_lib.parse_rules(cfg.rules)
   r = common.start(config, workdir)
   spec = r.spec
-  oracle = estimators.oracle(spec)
-  projections = rules_lib.projections(jax.random.PRNGKey(config.seed + 7919), spec)
-  dx, dy = common.diagnostics_batch(r, jax.random.PRNGKey(config.seed + 1))
+  projections = rules_lib.projections(rng.stream(config.seed, "local_train", "projections"),
+                                      spec)
+  dx, dy = common.diagnostics_batch(r, config.seed)
   image_shape = r.dataset.image_shape
   rows, curves = [], []
   for name in names:
@@ -155,8 +156,8 @@ def run(config, workdir: str) -> dict:
         tags = dict(credit=name, rule=rule, eta=eta, seed=seed)
         if name in estimators.USES_M:
           tags["M"] = config.credit.M
-        final, curve = train_one(r, est, oracle, init_fn, step_fn, rule, eta, seed, projections,
-                                 dx, dy, tags)
+        final, curve = train_one(r, est, init_fn, step_fn, rule, eta, seed, projections, dx, dy,
+                                 tags)
         rows.append(dict(final, **cost))
         curves += curve
         logging.info("local training %s: %s", tags, rows[-1])

@@ -1,0 +1,87 @@
+r"""Merges the results of one study run as several processes (a seed, or a part, each).
+
+  python experiments/merge_results.py --out=W W_seed0 W_seed1 W_seed2
+
+Each input workdir ran the same study (e.g. `--config.seed=S --config.num_seeds=1`, or a
+subset of `--config.credit.names` / `--config.ablation.*`) on the same data and snapshot;
+the output workdir gets all their per-seed rows and the mean ± std rows over seeds, as one
+run would write them (results.json/csv/md, metrics.jsonl, plots), with a meta naming the
+inputs and their configs. A row measured twice must agree (deterministic runs give equal rows); two
+different values for one (seed, entry, layer) are an error.
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+
+from creditfield import outputs
+from creditfield.studies import credit_quality
+
+_OUT = flags.DEFINE_string("out", None, "Workdir for the merged results.")
+flags.mark_flag_as_required("out")
+SUMMARIES = {"phase1": credit_quality, "pivot": credit_quality}
+
+
+def _same(a: dict, b: dict) -> bool:
+  """Equal rows, up to the last bits GPU kernels may change between processes; timings
+  (`seconds`) are not results."""
+  if set(a) != set(b):
+    return False
+  return all(k == "seconds" or a[k] == b[k] or (
+      isinstance(a[k], float) and isinstance(b[k], float) and
+      abs(a[k] - b[k]) <= 1e-4 * max(abs(a[k]), abs(b[k]), 1e-6)) for k in a)
+
+
+def _load(workdir):
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  with open(os.path.join(workdir, "results.json")) as f:
+    return config, json.load(f)
+
+
+def main(argv):
+  inputs = argv[1:]
+  if not inputs:
+    raise app.UsageError("Name the workdirs to merge.")
+  loaded = [_load(w) for w in inputs]
+  experiment = loaded[0][0]["experiment"]
+  for workdir, (config, result) in zip(inputs, loaded):
+    same = (config["experiment"], config["data"], config["student"], config["snapshot"]) == (
+        experiment, loaded[0][0]["data"], loaded[0][0]["student"], loaded[0][0]["snapshot"])
+    if not same or result["meta"].get("data_fingerprint") != loaded[0][1]["meta"].get(
+        "data_fingerprint"):
+      raise app.UsageError(f"{workdir} is not the same study, data and snapshot as {inputs[0]}.")
+  if experiment not in SUMMARIES:
+    raise app.UsageError(f"Merging is implemented for {sorted(SUMMARIES)}, not {experiment}.")
+  study = SUMMARIES[experiment]
+  rows = {}
+  for workdir, (_, result) in zip(inputs, loaded):
+    for row in result["rows"]:
+      if row["seed"] == "all":
+        continue
+      key = (row["seed"],) + tuple(str(row.get(k)) for k in study.GROUP)
+      if key in rows and not _same(rows[key], row):
+        raise app.UsageError(f"{workdir} measured {key} differently from another input.")
+      rows.setdefault(key, row)
+  rows = list(rows.values())
+  seeds = sorted({r["seed"] for r in rows})
+  summary = study.summarize(rows)
+  meta = dict(loaded[0][1]["meta"], merged_from=[os.path.abspath(w) for w in inputs],
+              merged_configs=[c for c, _ in loaded], seeds=seeds,
+              wall_seconds=[r["meta"].get("wall_seconds") for _, r in loaded])
+  os.makedirs(_OUT.value, exist_ok=True)
+  outputs.write_results(_OUT.value, summary + rows, meta, columns=study.TABLE)
+  with open(os.path.join(_OUT.value, "tables.md"), "w") as f:
+    f.write(study.report_markdown(summary))
+  records = [rec for w in inputs for rec in outputs.MetricsWriter(w).read()]
+  metrics = outputs.MetricsWriter(_OUT.value)
+  if os.path.exists(metrics.path):  # a merge replaces, never appends to, an earlier one
+    os.remove(metrics.path)
+  metrics(records)
+  study.plot(_OUT.value, summary, records)
+  print(f"Merged {len(rows)} rows of seeds {seeds} into {_OUT.value}.")
+
+
+if __name__ == "__main__":
+  app.run(main)
