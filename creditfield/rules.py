@@ -10,6 +10,7 @@ Per-sample losses, averaged over the batch (hats are unit vectors):
   target_shift    1/2 ||h + F(h) - sg(h_out - eta a^)||^2
   cosine          cos(F(h), sg a)
   local_ce        CE(softmax(P^T LN(h*)), softmax(P^T LN(h + F(h)))),  h* = sg(h_out - eta a^),
+                  as the surrogate with the same gradient, sum(sg(p - q) z), z = P^T LN(h + F(h)),
                   P a fixed random projection to the classes (memo: "local CE with projected targets")
   distill         ||h + F(h) - h*||^2 / ||h*||^2,  h* = sg(h_out - eta ||h_out|| a^)
                   (credit-as-target distillation, scale-free in the activation norm)
@@ -53,9 +54,14 @@ def rule_loss(rule: str, out_BxD, h_in_BxD, credit_BxD, eta, projection_DxC=None
   if rule == "cosine":
     return jnp.sum(_unit(out_BxD) * _unit(a), -1).mean()
   if rule == "local_ce":
+    # The gradient of CE(q, softmax(z)) in z is p - q: the surrogate sum(sg(p - q) z) has it.
+    # A sample without credit (a = 0, so target = h_out) gets exactly 0, not the ~1e-9 that
+    # two separately rounded softmaxes leave and that Adam would amplify into lr-sized steps.
     logits = lambda h: student_lib.layer_norm(h) @ projection_DxC
-    q = jax.nn.softmax(logits(target))
-    return -jnp.sum(q * jax.nn.log_softmax(logits(h_out)), -1).mean()
+    z = logits(h_out)
+    has_credit = jnp.any(a != 0, axis=-1, keepdims=True)
+    p_minus_q = jnp.where(has_credit, jax.nn.softmax(z) - jax.nn.softmax(logits(target)), 0.0)
+    return jnp.sum(jax.lax.stop_gradient(p_minus_q) * z, -1).mean()
   if rule == "distill":
     norm = jnp.linalg.norm(h_out, axis=-1, keepdims=True)
     target = jax.lax.stop_gradient(h_out - eta * norm * _unit(a))

@@ -7,6 +7,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from creditfield import cli
 from creditfield import run as run_lib
 from creditfield import xla_flags
 
@@ -27,4 +28,4 @@ def main(argv):
 
 if __name__ == "__main__":
   xla_flags.set_defaults()  # before the first computation starts a backend
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

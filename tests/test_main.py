@@ -67,3 +67,20 @@ def test_a_workdir_of_another_run_is_refused(tmp_path):
   with pytest.raises(Exception, match="different run"):
     run_lib.run_experiment(_config("phase1"), str(tmp_path))
   assert json.loads((tmp_path / "config.json").read_text()) == {"experiment": "other"}
+
+
+@pytest.mark.parametrize("args,needles", [
+    (("--config=configs/phase6c.py:synthetic,runlocal", "--config.sedd=1"),
+     ("sedd", "Did you mean seed?")),
+    (("--config=configs/phase6c.py:nonsense",), ("nonsense", "valid args are", "synthetic")),
+    (("--config=configs/nope.py",), ("configs/nope.py does not exist", "phase6c.py")),
+    (("--config=configs/phase1.py:synthetic", "--config.credit.vectorfield.M=2"),
+     ("credit.vectorfield.M", "credit.vector_field")),
+])
+def test_config_errors_are_one_paragraph_with_exit_status_2(tmp_path, args, needles):
+  out = _main(*args, f"--workdir={tmp_path}")
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) <= 15
+  for needle in needles:
+    assert needle in out.stderr, out.stderr
+  assert not os.path.exists(tmp_path / "config.json")

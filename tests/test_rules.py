@@ -69,3 +69,32 @@ def test_hidden_bp_guard_every_rule_runs_with_a_non_oracle_credit(spec, params, 
 def test_unknown_rule_lists_the_valid_rules():
   with pytest.raises(ValueError, match="valid rules are inner_product"):
     rules.parse_rules("inner_product,sideways")
+
+
+def test_zero_credit_under_local_ce_gives_exactly_zero_block_gradients(spec, params, batch):
+  """With a = 0 local_ce's target is the block's own output: its gradient must be exactly 0
+  (two separately rounded softmaxes once gave ~1e-9, which Adam turned into lr-sized steps)."""
+  x, y = batch
+  zero = jnp.zeros((spec.depth + 1, x.shape[0], spec.width))
+  proj = rules.projections(jax.random.PRNGKey(0), spec)
+  g = rules.local_grads(spec, params, x, y, zero, "local_ce", 0.1, proj)
+  for leaf in jax.tree.leaves((g["blocks"], g["embed"])):
+    assert float(jnp.abs(leaf).max()) == 0.0
+
+
+def test_local_ce_surrogate_has_the_cross_entropy_gradient(spec, params, batch):
+  x, y = batch
+  oracle = student_lib.oracle_grads(spec, params, x, y)
+  proj = rules.projections(jax.random.PRNGKey(0), spec)
+  h_in = jax.random.normal(jax.random.PRNGKey(3), (x.shape[0], spec.width))
+  out = jax.random.normal(jax.random.PRNGKey(4), (x.shape[0], spec.width))
+
+  def cross_entropy(o):
+    logits = lambda h: student_lib.layer_norm(h) @ proj[1]
+    target = jax.lax.stop_gradient(h_in + o - 0.3 * oracle[1] / jnp.linalg.norm(
+        oracle[1], axis=-1, keepdims=True))
+    q = jax.nn.softmax(logits(target))
+    return -jnp.sum(q * jax.nn.log_softmax(logits(h_in + o)), -1).mean()
+
+  surrogate = jax.grad(lambda o: rules.rule_loss("local_ce", o, h_in, oracle[1], 0.3, proj[1]))
+  np.testing.assert_allclose(surrogate(out), jax.grad(cross_entropy)(out), rtol=1e-4, atol=1e-7)
