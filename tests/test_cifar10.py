@@ -98,3 +98,19 @@ def test_augmentation_flips_and_crops_images_only():
   assert cropped.shape == x.shape and not np.allclose(cropped, flipped)
   with pytest.raises(ValueError, match="needs image data"):
     datasets.augment(jax.random.PRNGKey(1), x, None, "flip")
+
+
+def test_fingerprint_is_of_the_content_not_the_location_or_mtimes(tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  root = _write_folder(tmp_path / "images")
+  listing = cifar10.list_image_folder(str(root))
+  first = cifar10.source_fingerprint(str(root), listing, str(tmp_path / "cache"))
+  time.sleep(0.01)
+  copy = tmp_path / "elsewhere" / "cifar"
+  shutil.copytree(root, copy, copy_function=shutil.copy)  # new path, new mtimes
+  assert cifar10.source_fingerprint(str(copy), cifar10.list_image_folder(str(copy)),
+                                    str(tmp_path / "other_cache")) == first
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(copy / "test" / "bird" / "0000.png")
+  assert cifar10.source_fingerprint(str(copy), cifar10.list_image_folder(str(copy)),
+                                    str(tmp_path / "other_cache")) != first
