@@ -50,5 +50,5 @@ def get_config(arg=None):
     config_defaults.shrink_for_runlocal(c)
     c.credit.M_values = (4,)
     c.ablation.update(dict(M_values=(1,), targets="jvp", conditioning="",
-                           variants="contrastive=0.1," + PREVIOUS_DEFAULTS))
+                           variants=PREVIOUS_DEFAULTS))
   return c

@@ -74,8 +74,7 @@ def credit_quality(spec, student_params, acts, credit_SxBxD, oracle_SxBxD, key,
 
 
 @functools.lru_cache(maxsize=128)
-def _quality_fn(estimator, spec, num_directions: int, sigma: float, nudge_eps: float,
-                gamma_only: bool):
+def _quality_fn(estimator, spec, num_directions: int, sigma: float, nudge_eps: float):
   """The jitted measurement, one per estimator (so seeds reuse the compiled program)."""
   oracle_spec = spec.with_guard(False)
 
@@ -86,21 +85,19 @@ def _quality_fn(estimator, spec, num_directions: int, sigma: float, nudge_eps: f
     acts = estimator.activations(student_params, x, y)
     credit = estimator.credit(phi, student_params, acts, k_credit)
     exact = student_lib.oracle_grads(oracle_spec, student_params, x, y)
-    if gamma_only:
-      return {"gamma": gamma(credit, exact)}
     return credit_quality(oracle_spec, student_params, acts, credit, exact, k_quality,
                           num_directions, sigma, nudge_eps)
   return measure
 
 
-def evaluate_credit(estimator, student_params, x, y, phi, key, dcfg,
-                    gamma_only: bool = False) -> dict[str, np.ndarray]:
+def evaluate_credit(estimator, student_params, x, y, phi, key, dcfg) -> dict[str, np.ndarray]:
   """Per-layer quality (L+1,) of `estimator`'s credit on the batch (x, y), as numpy arrays.
 
-  The oracle is computed on the same batch; `key` is a leaf of the caller's stream.
+  The oracle is computed on the same batch; `key` is a leaf of the caller's stream. One
+  compiled program per estimator serves every call (final measurements and monitoring).
   """
   measure = _quality_fn(estimator, estimator.spec, dcfg.num_directions, dcfg.sigma,
-                        dcfg.nudge_eps, gamma_only)
+                        dcfg.nudge_eps)
   return jax.device_get(measure(phi, student_params, x, y, key))
 
 

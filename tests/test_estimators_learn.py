@@ -46,7 +46,7 @@ def _train_and_measure(name, spec, params, steps, m=4, lr=1e-3):
   phi = estimator_training.train(est, params, x[:3584], y[:3584], cfg, key)
   dcfg = config_defaults.base_config().diagnostics
   return diagnostics.evaluate_credit(est, params, x[3584:], y[3584:], phi,
-                                     rng.stream(key, "eval"), dcfg, gamma_only=True)["gamma"]
+                                     rng.stream(key, "eval"), dcfg)["gamma"]
 
 
 def test_vector_field_recovers_delta_L_when_blocks_are_identities():

@@ -146,7 +146,7 @@ def gamma_monitor(r, est, student_params, seed: int, key):
     out = {}
     for tag, (x, y) in (("train", train_batch), ("heldout", heldout_batch)):
       gamma = diagnostics.evaluate_credit(est, student_params, x, y, phi, key,
-                                          r.config.diagnostics, gamma_only=True)["gamma"]
+                                          r.config.diagnostics)["gamma"]
       out[f"gamma_{tag}"] = float(gamma[:-1].mean())
     return out
   return monitor

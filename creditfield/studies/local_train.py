@@ -69,8 +69,8 @@ def train_one(r, est, init_fn, step_fn, rule: str, eta, seed: int, projections, 
     ev = bp_training.evaluate(eval_spec, state.params, r.dataset.x_test, r.dataset.y_test)
     phi = estimator_training.credit_params(state.estimator, r.config.estimator)
     gamma = diagnostics.evaluate_credit(est, state.params, dx, dy, phi,
-                                        rng.step_key(k_quality, step), r.config.diagnostics,
-                                        gamma_only=True)["gamma"]
+                                        rng.step_key(k_quality, step),
+                                        r.config.diagnostics)["gamma"]
     record = dict(tags, phase="local_eval", step=step, train_loss=float(np.mean(metrics["loss"])),
                   chunk_seconds=chunk_seconds[-1], gamma=float(np.mean(gamma[:-1])),
                   **{f"test_{k}": v for k, v in ev.items()},
