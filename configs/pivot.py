@@ -49,6 +49,6 @@ def get_config(arg=None):
   if "runlocal" in args:
     config_defaults.shrink_for_runlocal(c)
     c.credit.M_values = (4,)
-    c.ablation.update(dict(M_values=(1,), targets="jvp", conditioning="",
+    c.ablation.update(dict(M_values=(1,), targets="", conditioning="",
                            variants=PREVIOUS_DEFAULTS))
   return c

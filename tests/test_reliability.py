@@ -94,6 +94,7 @@ def test_batch_not_divisible_by_devices_and_too_large_mesh_fail_before_work(tmp_
 
 def test_a_workdir_of_another_run_is_never_overwritten(tmp_path):
   config = _config("phase1")
+  config.credit.names = "oracle"
   run_lib.run_experiment(config, str(tmp_path))
   before = {n: (tmp_path / n).read_bytes() for n in ("config.json", "results.json")}
   config.seed = 7
@@ -184,6 +185,7 @@ def test_different_seeds_differ_and_meta_records_the_run(tmp_path):
   results = []
   for seed in (0, 1):
     config = _config("phase1")
+    config.credit.names = "forward_gradient"  # its directions come from the seed
     config.seed = seed
     results.append(run_lib.run_experiment(config, str(tmp_path / str(seed))))
   gammas = [[r["gamma"] for r in res["rows"] if r["credit"] == "forward_gradient"]
