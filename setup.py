@@ -20,7 +20,9 @@ setuptools.setup(
         "ml-collections>=0.1.1",
         "absl-py>=2.0",
         "numpy>=1.26",
+        "scipy>=1.11",
         "matplotlib>=3.8",
+        "tensorboard>=2.16",  # its event writer and reader; no TensorFlow
     ],
     extras_require={
         # CIFAR-10 through TFDS's NumPy path (array_record); no TensorFlow needed.

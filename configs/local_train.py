@@ -8,6 +8,8 @@ r"""Local training from scratch: credit x local rule x seeds, against backprop (
 Every student starts from the same random init per seed; learned estimators start
 untrained and take `local_train.estimator_steps` steps per student step, online.
 """
+import ml_collections
+
 from creditfield import config_defaults
 
 
@@ -21,7 +23,17 @@ def get_config(arg=None):
   c.credit.M = 4
   c.credit.vector_field.hidden = (256, 256)
   c.credit.scalar_bridge.hidden = (256, 256)
-  c.local_train = config_defaults.local_train_config()
+  c.local_train = ml_collections.ConfigDict(dict(
+      steps=10000, batch_size=256, lr=1e-3, warmup_steps=200, weight_decay=1e-4,
+      residual_scale=1.0, augment="flip_crop", eval_every=1000,
+      rules="inner_product,target_shift,cosine,local_ce,distill",
+      eta=0.1,  # the step of target_shift, local_ce and distill
+      estimator_steps=1,  # online estimator updates per student update
+      estimator_batch="same",  # same | separate: the student's batch or a fresh one
+      # Steps of the estimator on the initial student before the student moves (frozen-feature
+      # training, its own schedule), then online as above.
+      estimator_warmup_steps=0,
+      update_embed=True))
   if "synthetic" in args:
     config_defaults.use_synthetic(c)
     c.local_train.update(dict(steps=3000, eval_every=500, augment="none"))

@@ -5,10 +5,15 @@ r"""Phase 6A, exploitability: can k local inner-product steps driven by each cre
       --config.snapshot.path=/tmp/snapshot --workdir=/tmp/phase6a_cifar
 
 Rows: credit x lr x k (k = 1..K) with gamma, rho on the snapshot and the loss change
-on the update batches and on held-out data.
+on the update batches and on held-out data. It is configs/phase6c.py with one rule.
 """
+import os
+
 from creditfield import config_defaults
 
 
 def get_config(arg=None):
-  return config_defaults.phase6_config(arg, "phase6a")
+  c = config_defaults.load(os.path.join(os.path.dirname(__file__), "phase6c.py"), arg)
+  c.experiment = "phase6a"
+  c.phase6.rules = "inner_product"
+  return c

@@ -6,10 +6,43 @@ r"""Phase 6C, the rule swap: credit x {inner_product, target_shift(eta), cosine,
 
 Without --config.snapshot.path the BP snapshot is trained first and saved in the
 workdir. Estimators are trained against the frozen snapshot, then every credit x
-rule runs k local-update steps (one jitted scan, vmapped over the lrs).
+rule runs k local-update steps (one jitted scan, vmapped over the lrs and the seeds).
+`oracle_dial` maps delta loss against credit quality: the oracle at every cosine in
+`phase6.dial_gammas`; results.json has Spearman's rho of delta loss with Gamma
+(`kind: "correlation"` rows). configs/phase6a.py is this study with inner_product only.
 """
+import ml_collections
+
 from creditfield import config_defaults
 
 
 def get_config(arg=None):
-  return config_defaults.phase6_config(arg, "phase6c")
+  args = config_defaults.parse_args(arg)
+  c = config_defaults.base_config()
+  c.experiment = "phase6c"
+  c.num_seeds = 3
+  # `zero` is the control: with no credit only the head (exact gradient) learns.
+  # `oracle_dial` is a control too: the oracle turned to cosine gamma for every dial_gammas.
+  c.credit.names = ("oracle,dfa,identity,forward_gradient,scalar_bridge,vector_field,zero,"
+                    "oracle_dial")
+  c.credit.M = 4  # the memo's Vec_M4
+  c.phase6 = ml_collections.ConfigDict(dict(
+      k=5, batch_size=256, lrs=(1e-4, 1e-3, 1e-2, 1e-1), optimizer="sgd",
+      rules="inner_product,target_shift,cosine,local_ce,distill",
+      etas=(0.01, 0.1, 0.3, 1.0),  # target_shift's steps
+      stretch_eta=0.1,  # the step of local_ce and distill
+      dial_gammas=(0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0), heldout_size=4096, update_embed=True))
+  if "synthetic" in args:
+    config_defaults.use_synthetic(c)
+    # Keeps the whole synthetic study within minutes on two CPU cores.
+    c.credit.vector_field.hidden = (256, 256)
+    c.credit.scalar_bridge.hidden = (256, 256)
+    c.estimator.update(dict(steps=1000, batch_size=256))
+  if "runlocal" in args:
+    config_defaults.shrink_for_runlocal(c)
+    # One credit of each kind (exact, free, learned, no credit, the dial at three cosines):
+    # every credit is one more compiled program, and this must run in under a minute.
+    c.credit.names = "oracle,identity,vector_field,zero,oracle_dial"
+    c.phase6.update(dict(k=3, batch_size=64, heldout_size=512, etas=(0.1, 1.0),
+                         dial_gammas=(0.0, 0.5, 1.0)))
+  return c

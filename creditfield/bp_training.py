@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import optax
 
 from creditfield import checkpoints
-from creditfield import datasets
+from creditfield import dataset as dataset_lib
+from creditfield import optimizers
 from creditfield import rng
+from creditfield import sampling
 from creditfield import student as student_lib
 from creditfield import training_loop
 
@@ -25,22 +27,6 @@ from creditfield import training_loop
 class TrainState:
   params: dict
   opt_state: optax.OptState
-
-
-def make_optimizer(cfg) -> optax.GradientTransformation:
-  if cfg.lr <= 0:
-    raise ValueError(f"config.snapshot.lr must be > 0, got {cfg.lr}.")
-  for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
-    if cfg[name] < (0 if name == "steps" else 1):
-      raise ValueError(f"config.snapshot.{name} must be positive, got {cfg[name]}.")
-  return adamw_warmup_cosine(cfg.lr, cfg.steps, cfg.warmup_steps, cfg.weight_decay)
-
-
-def adamw_warmup_cosine(lr: float, steps: int, warmup_steps: int, weight_decay: float):
-  """AdamW with a linear warmup to `lr` and a cosine decay over `steps`."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, lr, min(warmup_steps, max(steps - 1, 0)), max(steps, 1))
-  return optax.adamw(schedule, weight_decay=weight_decay)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -69,8 +55,8 @@ def make_train_step(spec, optimizer, batch_size: int, key, image_shape=None,
   def step_fn(data, state, step):
     x_all, y_all = data
     k_batch, k_augment = rng.leaves(rng.step_key(key, step), "batch", "augment")
-    x, y = datasets.sample_batch(k_batch, x_all, y_all, batch_size)
-    x = datasets.augment(k_augment, x, image_shape, augment)
+    x, y = sampling.sample_batch(k_batch, x_all, y_all, batch_size)
+    x = sampling.augment(k_augment, x, image_shape, augment)
     loss, grads = jax.value_and_grad(student_lib.mean_loss, argnums=1)(spec, state.params, x, y)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_state = TrainState(optax.apply_updates(state.params, updates), opt_state)
@@ -79,7 +65,7 @@ def make_train_step(spec, optimizer, batch_size: int, key, image_shape=None,
   return step_fn
 
 
-def train(spec: student_lib.StudentSpec, dataset: datasets.Dataset, cfg, key, *,
+def train(spec: student_lib.StudentSpec, dataset: dataset_lib.Dataset, cfg, key, *,
           mngr=None, meta: Optional[dict] = None,
           on_metrics: Optional[Callable[[list], None]] = None, skip_nonfinite: bool = False):
   """Trains the student by backprop; returns (params, opt_state, last eval dict).
@@ -91,7 +77,7 @@ def train(spec: student_lib.StudentSpec, dataset: datasets.Dataset, cfg, key, *,
   spec = spec.with_guard(False)  # the snapshot is ordinary backprop
   augment = cfg.augment if dataset.image_shape else "none"
   k_init = rng.stream(key, "init")
-  optimizer = make_optimizer(cfg)
+  optimizer = optimizers.adamw(cfg)
   params = student_lib.init_params(spec, k_init, cfg.residual_scale)
   state = TrainState(params, optimizer.init(params))
   start = 0

@@ -6,6 +6,7 @@ each step to a temporary directory and renames it when complete, so a step that
 was interrupted mid-write is never listed by `CheckpointManager.all_steps()`.
 """
 import dataclasses
+import json
 import os
 from typing import Any, Optional
 
@@ -13,13 +14,18 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from creditfield import errors
 from creditfield import student as student_lib
 
 ITEMS = ("params", "opt_state", "meta")
 
 
-class SnapshotError(ValueError):
+class SnapshotError(errors.UserError):
   """A snapshot path is missing, not an Orbax checkpoint, or does not fit the config."""
+
+
+class EstimatorConfigError(errors.UserError):
+  """A trained estimator in the workdir was made with other settings than this run's."""
 
 
 def warn_incomplete(directory: str) -> list[str]:
@@ -137,3 +143,53 @@ def restore_tree(directory: str, like):
   with ocp.StandardCheckpointer() as ckptr:
     return ckptr.restore(os.path.abspath(directory),
                          jax.tree.map(ocp.utils.to_shape_dtype_struct, like))
+
+
+# What a trained estimator depends on, besides its seed (which names its folder).
+ESTIMATOR_SECTIONS = ("credit", "estimator", "student", "snapshot", "data")
+ESTIMATOR_IGNORED = ("credit.names", "credit.M_values", "snapshot.checkpoint_every",
+                     "snapshot.eval_every", "snapshot.log_every")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def estimator_settings(config, data_fingerprint: str) -> dict:
+  """The flat config fields a trained estimator depends on, and the data's fingerprint."""
+  tree = json.loads(config.to_json_best_effort())
+  flat = _flatten({k: tree[k] for k in ESTIMATOR_SECTIONS if k in tree})
+  for key in ESTIMATOR_IGNORED:
+    flat.pop(key, None)
+  return dict(flat, data_fingerprint=data_fingerprint)
+
+
+def save_estimator(directory: str, tree, settings: dict) -> None:
+  """`save_tree`, with the settings that made it beside it (`<directory>.json`)."""
+  save_tree(directory, tree)
+  with open(directory + ".json", "w") as f:
+    json.dump(settings, f, indent=1, sort_keys=True)
+
+
+def restore_estimator(directory: str, like, settings: dict):
+  """Restores a trained estimator if it was made with `settings`; otherwise raises
+  EstimatorConfigError naming the fields that differ."""
+  try:
+    with open(directory + ".json") as f:
+      stored = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    stored = {}
+  diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+  if diff:
+    shown = "; ".join(f"{k}: saved {stored.get(k)!r}, now {settings.get(k)!r}" for k in diff[:8])
+    more = f" (and {len(diff) - 8} more)" if len(diff) > 8 else ""
+    raise EstimatorConfigError(
+        f"The trained estimator at {directory} was made with other settings: {shown}{more}. "
+        "Use a new --workdir, or delete its estimators/ folder to train them again.")
+  return restore_tree(directory, like)

@@ -23,7 +23,8 @@ from typing import Sequence
 from absl import logging
 import numpy as np
 
-from creditfield import datasets
+from creditfield import dataset as dataset_lib
+from creditfield import errors
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
@@ -36,7 +37,7 @@ _OPTIONS = ("Point --config.data.dir at an image-folder copy such as ../shared/d
             "(e.g. --config=configs/phase6c.py:synthetic).")
 
 
-class DataError(ValueError):
+class DataError(errors.UserError):
   """The CIFAR-10 source is missing, empty, laid out wrongly or unreadable."""
 
 
@@ -190,7 +191,7 @@ def normalise(train_u8, test_u8):
   return flat(train_u8), flat(test_u8)
 
 
-def load(config) -> datasets.Dataset:
+def load(config) -> dataset_lib.Dataset:
   """CIFAR-10 as a `Dataset` from `config.data.dir` or a prepared TFDS `cifar10`."""
   tfds = _tfds()
   data_dir = config.data.tfds_data_dir or DEFAULT_CACHE
@@ -215,7 +216,7 @@ def load(config) -> datasets.Dataset:
   x_train, x_test = normalise(x_train, x_test)
   logging.info("CIFAR-10 from %s: %d train, %d test.", source, len(y_train), len(y_test))
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  return datasets.Dataset(
+  return dataset_lib.Dataset(
       name="cifar10", task="classification", num_outputs=len(CLASSES),
       x_train=jnp.asarray(x_train), y_train=jnp.asarray(y_train),
       x_test=jnp.asarray(x_test), y_test=jnp.asarray(y_test), fingerprint=fingerprint,

@@ -8,6 +8,7 @@ tracebacks unless they are the project's own user errors (run.main).
 """
 import difflib
 import os
+import re
 import sys
 
 from absl import flags
@@ -66,6 +67,7 @@ def message(error: Exception, argv) -> str:
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   # ml_collections wraps errors of get_config() in their traceback; the last line is the cause.
   cause = lines[-1] if lines else type(error).__name__
+  cause = re.sub(r"^[\w.]*(Error|Exception): ", "", cause)  # the exception's type is noise here
   if "Error whilst parsing config file" in str(error):
     return f"{path}{':' + arg if arg else ''} could not be loaded: {cause}"
   return " ".join(lines)

@@ -8,6 +8,8 @@ import importlib.util
 
 import ml_collections
 
+from creditfield import errors
+
 ARGS = ("synthetic", "runlocal")
 
 
@@ -16,7 +18,7 @@ def parse_args(arg) -> set[str]:
   args = {a.strip() for a in (arg or "").split(",") if a.strip()}
   unknown = args - set(ARGS)
   if unknown:
-    raise ValueError(f"Unknown config arg(s) {sorted(unknown)}; valid args are {ARGS}, "
+    raise errors.UserError(f"Unknown config arg(s) {sorted(unknown)}; valid args are {ARGS}, "
                      "e.g. --config=configs/phase1.py:synthetic,runlocal")
   return args
 
@@ -26,8 +28,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.experiment = "phase1"
   c.seed = 0
   c.num_seeds = 1
+  # All seeds of a study in one compiled program (estimator training, Phase 6 scans, local
+  # training); False runs them one after another, for memory (seeds.py).
+  c.vmap_seeds = True
   c.xla_fast_compile = False  # runlocal: fewer XLA optimisations, much faster compiles
   c.matmul_precision = "highest"  # true fp32 (GPU default would be TF32); see run.py
+  # JAX's persistent compilation cache (compile_cache.py): dir "" = $JAX_COMPILATION_CACHE_DIR
+  # or ~/.cache/creditfield/jax, "none" = off; programs compiling faster are not stored.
+  c.compile_cache = ml_collections.ConfigDict(dict(dir="", min_compile_seconds=0.0))
   # A NaN/Inf loss stops the run (naming the step); True skips such steps instead.
   c.skip_nonfinite = False
   # Data parallelism: `data` devices on the mesh's batch axis (0 = all local devices);
@@ -112,6 +120,9 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> None:
   """The same study, tiny: one seed, width 32, few steps; under a minute on 2 CPU cores."""
   c.xla_fast_compile = True
   c.num_seeds = 1
+  # All seeds of a study in one compiled program (estimator training, Phase 6 scans, local
+  # training); False runs them one after another, for memory (seeds.py).
+  c.vmap_seeds = True
   if c.data.name == "synthetic":  # CIFAR-10 keeps the memo's width (snapshots must match)
     c.student.width = 32
   c.data.synthetic.update(dict(in_dim=16, teacher_width=32, num_train=2048, num_test=512))
@@ -123,47 +134,9 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> None:
   c.diagnostics.batch_size = 256
 
 
-def local_train_config() -> ml_collections.ConfigDict:
-  """Training the student from scratch with local rules (configs/local_train.py)."""
-  return ml_collections.ConfigDict(dict(
-      steps=10000, batch_size=256, lr=1e-3, warmup_steps=200, weight_decay=1e-4,
-      residual_scale=1.0, augment="flip_crop", eval_every=1000,
-      rules="inner_product,target_shift,cosine,local_ce,distill",
-      eta=0.1,  # the step of target_shift, local_ce and distill
-      estimator_steps=1,  # online estimator updates per student update
-      estimator_batch="same",  # same | separate: the student's batch or a fresh one
-      update_embed=True))
-
-
 def load(path: str, arg=None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of the config file at `path` (for notebooks and tests)."""
   module_spec = importlib.util.spec_from_file_location("creditfield_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg)
-
-
-def phase6_config(arg, experiment: str) -> ml_collections.ConfigDict:
-  """Phase 6A (inner_product only) and 6C (every rule) share everything else."""
-  args = parse_args(arg)
-  c = base_config()
-  c.experiment = experiment
-  c.num_seeds = 3
-  # `zero` is the control: with no credit only the head (exact gradient) learns.
-  c.credit.names = "oracle,dfa,identity,forward_gradient,scalar_bridge,vector_field,zero"
-  c.credit.M = 4  # the memo's Vec_M4
-  c.phase6 = ml_collections.ConfigDict(dict(
-      k=5, batch_size=256, lrs=(1e-4, 1e-3, 1e-2, 1e-1), optimizer="sgd",
-      rules="inner_product" if experiment == "phase6a" else
-      "inner_product,target_shift,cosine,local_ce,distill",
-      etas=(0.01, 0.1, 0.3, 1.0), stretch_eta=0.1, heldout_size=4096, update_embed=True))
-  if "synthetic" in args:
-    use_synthetic(c)
-    # Keeps the whole synthetic study within ~5 minutes on two CPU cores.
-    c.credit.vector_field.hidden = (256, 256)
-    c.credit.scalar_bridge.hidden = (256, 256)
-    c.estimator.update(dict(steps=1000, batch_size=256))
-  if "runlocal" in args:
-    shrink_for_runlocal(c)
-    c.phase6.update(dict(k=3, batch_size=64, heldout_size=512, etas=(0.1, 1.0)))
-  return c

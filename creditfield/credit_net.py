@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from creditfield import errors
 from creditfield import student as student_lib
 
 CONDITIONINGS = ("label", "error", "delta_L", "label_delta_L")
@@ -38,7 +39,7 @@ def credit_scale(kind: str, delta_L_BxD: jax.Array, floor: float) -> jax.Array:
   if kind == "none":
     return jnp.ones(delta_L_BxD.shape[:-1] + (1,), delta_L_BxD.dtype)
   if kind != "delta_L":
-    raise ValueError(f"Unknown normalization {kind!r}; expected one of {NORMALIZATIONS}.")
+    raise errors.UserError(f"Unknown normalization {kind!r}; expected one of {NORMALIZATIONS}.")
   norm = jnp.linalg.norm(delta_L_BxD, axis=-1, keepdims=True)
   rms = jnp.sqrt(jnp.mean(jnp.square(norm)))
   return jax.lax.stop_gradient(jnp.maximum(norm, floor * rms) + 1e-30)
@@ -62,7 +63,7 @@ def conditioning(kind: str, acts: student_lib.Activations, spec) -> jax.Array:
   if kind == "label_delta_L":
     return jnp.concatenate([conditioning("label", acts, spec),
                             conditioning("delta_L", acts, spec)], -1)
-  raise ValueError(f"Unknown conditioning {kind!r}; expected one of {CONDITIONINGS}.")
+  raise errors.UserError(f"Unknown conditioning {kind!r}; expected one of {CONDITIONINGS}.")
 
 
 def sinusoidal_embed(t_B: jax.Array, dim: int, depth: int) -> jax.Array:

@@ -5,15 +5,17 @@ parameters, `rng.step_key(key, step)` -> `batch`, `augment`, `loss` each trainin
 the studies evaluate with the stream's `eval` leaf, which no training step uses.
 """
 import functools
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import flax
 import jax
 import ml_collections
 import optax
 
-from creditfield import datasets
+from creditfield import optimizers
 from creditfield import rng
+from creditfield import sampling
+from creditfield import seeds as seeds_lib
 from creditfield import training_loop
 from creditfield.estimators import base
 
@@ -26,34 +28,18 @@ class EstimatorState:
   opt_state: optax.OptState
 
 
-def make_optimizer(cfg) -> optax.GradientTransformation:
-  """Adam on the credit net, with a constant or warmup-cosine schedule and clipping."""
-  if cfg.lr <= 0:
-    raise ValueError(f"config.estimator.lr must be > 0, got {cfg.lr}.")
-  if cfg.schedule == "constant":
-    schedule = cfg.lr
-  elif cfg.schedule == "cosine":
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, cfg.lr, min(cfg.warmup_steps, max(cfg.steps - 1, 0)), max(cfg.steps, 1))
-  else:
-    raise ValueError(f"Unknown config.estimator.schedule {cfg.schedule!r}; "
-                     "expected 'constant' or 'cosine'.")
-  chain = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip else []
-  return optax.chain(*chain, optax.adam(schedule))
-
-
 def initial_params(estimator: base.CreditEstimator, key, student_params, x_train, y_train,
                    batch_size: int):
   """phi before training (and the fixed phi of a non-learned estimator)."""
   k_init, k_batch = rng.leaves(key, "init", "batch")
-  x, y = datasets.sample_batch(k_batch, x_train, y_train, batch_size)
+  x, y = sampling.sample_batch(k_batch, x_train, y_train, batch_size)
   return estimator.init(k_init, student_params, estimator.activations(student_params, x, y))
 
 
 def init_state(cfg, phi) -> EstimatorState:
   return EstimatorState(step=jax.numpy.zeros((), jax.numpy.int32), params=phi,
                         ema_params=jax.tree.map(jax.numpy.copy, phi),
-                        opt_state=make_optimizer(cfg).init(phi))
+                        opt_state=optimizers.adam(cfg).init(phi))
 
 
 def frozen(cfg) -> tuple:
@@ -62,9 +48,9 @@ def frozen(cfg) -> tuple:
 
 
 def update(estimator: base.CreditEstimator, optimizer, ema_decay: float,
-           state: EstimatorState, student, x, y, key) -> tuple[EstimatorState, dict]:
-  """One optimiser step on the estimator's loss at the student's batch (x, y)."""
-  acts = estimator.activations(student, x, y)
+           state: EstimatorState, student, acts, key) -> tuple[EstimatorState, dict]:
+  """One optimiser step on the estimator's loss at the student's forward pass `acts`
+  (`estimator.activations(student, x, y)` of a batch)."""
   grads, metrics = jax.grad(estimator.loss, has_aux=True)(
       state.params, state.ema_params, student, acts, key)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -81,22 +67,22 @@ def credit_params(state: EstimatorState, cfg):
 def augment_fn(cfg, image_shape):
   """Augments estimator batches as the snapshot's were (image data only)."""
   kind = cfg.augment if image_shape else "none"
-  return lambda key, x: datasets.augment(key, x, image_shape, kind)
+  return lambda key, x: sampling.augment(key, x, image_shape, kind)
 
 
 @functools.lru_cache(maxsize=128)
 def _cached_step(estimator: base.CreditEstimator, frozen_cfg: tuple, image_shape,
                  skip_nonfinite: bool):
   cfg = ml_collections.ConfigDict(dict(frozen_cfg))
-  optimizer = make_optimizer(cfg)
+  optimizer = optimizers.adam(cfg)
   augment = augment_fn(cfg, image_shape)
 
   def step_fn(data, state, step):
     student, x_all, y_all, key = data
     k_batch, k_augment, k_loss = rng.leaves(rng.step_key(key, step), "batch", "augment", "loss")
-    x, y = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
-    new_state, metrics = update(estimator, optimizer, cfg.ema_decay, state, student,
-                                augment(k_augment, x), y, k_loss)
+    x, y = sampling.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
+    acts = estimator.activations(student, augment(k_augment, x), y)
+    new_state, metrics = update(estimator, optimizer, cfg.ema_decay, state, student, acts, k_loss)
     return training_loop.keep_if_finite(new_state, state, metrics["total"], metrics,
                                         skip_nonfinite)
 
@@ -112,6 +98,60 @@ def make_train_step(estimator: base.CreditEstimator, cfg, image_shape=None,
   (estimator, cfg) gives the same function object, so jit compiles it once.
   """
   return _cached_step(estimator, frozen(cfg), image_shape, skip_nonfinite)
+
+
+@functools.lru_cache(maxsize=128)
+def _seeds_step(step_fn, student_per_seed: bool):
+  """`step_fn` over a leading seed axis of the state and of the key (and student) in `data`."""
+  return jax.vmap(step_fn, in_axes=((0 if student_per_seed else None, None, None, 0), 0, None))
+
+
+def train_seeds(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, keys,
+                tags: Sequence[dict], *, vmapped: bool = True,
+                on_metrics: Optional[Callable[[list], None]] = None,
+                skip_nonfinite: bool = False, image_shape=None,
+                monitors: Optional[Sequence[Callable[[dict], dict]]] = None,
+                student_per_seed: bool = False):
+  """`train` for every seed's key (stacked, (S, ...)); returns the seeds' parameters stacked.
+
+  `vmapped`: all seeds in one compiled program (each with its own init, batches and
+  stream, as `train` with that key); False trains them one after another (less memory).
+  `tags[s]` and `monitors[s]` are seed s's row tags and monitor. `student_per_seed`: the
+  student's parameters are stacked too (each seed's estimator learns its own student).
+  """
+  num_seeds = len(tags)
+  monitors = monitors or [None] * num_seeds
+  student_of = ((lambda s: seeds_lib.pick(student_params, s)) if student_per_seed
+                else (lambda s: student_params))
+  if not vmapped:
+    return seeds_lib.stack([
+        train(estimator, student_of(s), x_train, y_train, cfg, keys[s],
+              on_metrics=on_metrics, skip_nonfinite=skip_nonfinite, image_shape=image_shape,
+              monitor=monitors[s], **tags[s]) for s in range(num_seeds)])
+  phi = jax.vmap(lambda k, p: initial_params(estimator, k, p, x_train, y_train, cfg.batch_size),
+                 in_axes=(0, 0 if student_per_seed else None))(keys, student_params)
+  if not estimator.learned or cfg.steps == 0:
+    return phi
+  state = jax.vmap(lambda p: init_state(cfg, p))(phi)
+  step_fn = _seeds_step(make_train_step(estimator, cfg, image_shape, skip_nonfinite),
+                        student_per_seed)
+
+  def on_chunk(first_step, metrics, state):
+    records = []
+    for s in range(num_seeds):
+      seed_records = training_loop.per_step_records(
+          first_step, seeds_lib.chunk_metrics(metrics, s), **tags[s])
+      if monitors[s] is not None:
+        seed_records[-1].update(monitors[s](seeds_lib.pick(credit_params(state, cfg), s)))
+      records += seed_records
+    if on_metrics is not None:
+      on_metrics(records)
+
+  state = training_loop.run(
+      step_fn, state, (student_params, x_train, y_train, keys), start=0, num_steps=cfg.steps,
+      chunk_size=training_loop.chunk_size(cfg.steps, cfg.log_every),
+      what=f"estimator {estimator.name} ({num_seeds} seeds)", on_chunk=on_chunk)
+  return credit_params(state, cfg)
 
 
 def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, key,

@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from creditfield import bp_training
-from creditfield import datasets
 from creditfield import estimator_training
+from creditfield import optimizers
 from creditfield import rng
 from creditfield import rules as rules_lib
+from creditfield import sampling
 from creditfield import student as student_lib
 from creditfield import training_loop
 from creditfield.estimators import base
@@ -35,10 +35,6 @@ class LocalTrainState:
   params: dict
   opt_state: optax.OptState
   estimator: estimator_training.EstimatorState
-
-
-def student_optimizer(cfg) -> optax.GradientTransformation:
-  return bp_training.adamw_warmup_cosine(cfg.lr, cfg.steps, cfg.warmup_steps, cfg.weight_decay)
 
 
 def online_estimator_config(estimator_cfg, cfg) -> ml_collections.ConfigDict:
@@ -65,9 +61,15 @@ def _cached_init(estimator, frozen_cfg, frozen_estimator_cfg):
     params = student_lib.init_params(estimator.spec, k_student, cfg.residual_scale)
     phi = estimator_training.initial_params(estimator, k_estimator, params, x_train, y_train,
                                             cfg.batch_size)
-    return LocalTrainState(params, student_optimizer(cfg).init(params),
+    return LocalTrainState(params, optimizers.adamw(cfg).init(params),
                            estimator_training.init_state(est_cfg, phi))
   return jax.jit(init)
+
+
+@functools.lru_cache(maxsize=64)
+def seeds_step(step_fn):
+  """`step_fn` over a leading seed axis of the state and of the key in `data`."""
+  return jax.vmap(step_fn, in_axes=((None, None, 0, None, None, None), 0, None))
 
 
 def make_train_step(estimator: base.CreditEstimator, cfg, estimator_cfg, *, image_shape=None,
@@ -86,22 +88,21 @@ def make_train_step(estimator: base.CreditEstimator, cfg, estimator_cfg, *, imag
 def _cached_step(estimator, frozen_cfg, frozen_estimator_cfg, image_shape, skip_nonfinite):
   cfg = ml_collections.ConfigDict(dict(frozen_cfg))
   est_cfg = online_estimator_config(ml_collections.ConfigDict(dict(frozen_estimator_cfg)), cfg)
-  optimizer = student_optimizer(cfg)
-  est_optimizer = estimator_training.make_optimizer(est_cfg)
+  optimizer = optimizers.adamw(cfg)
+  est_optimizer = optimizers.adam(est_cfg)
   spec = estimator.spec
 
   augment = estimator_training.augment_fn(cfg, image_shape)
 
-  def estimator_updates(est_state, params, x, y, x_all, y_all, key):
+  def estimator_updates(est_state, params, acts, x_all, y_all, key):
     def one(est_state, i):
       k_batch, k_augment, k_loss = rng.leaves(rng.step_key(key, i), "batch", "augment", "loss")
+      batch_acts = acts  # the student's own forward pass: no work twice
       if cfg.estimator_batch == "separate":
-        xe, ye = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
-        xe = augment(k_augment, xe)
-      else:
-        xe, ye = x, y
+        xe, ye = sampling.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
+        batch_acts = estimator.activations(params, augment(k_augment, xe), ye)
       return estimator_training.update(estimator, est_optimizer, est_cfg.ema_decay, est_state,
-                                       params, xe, ye, k_loss)
+                                       params, batch_acts, k_loss)
     est_state, metrics = jax.lax.scan(one, est_state, jnp.arange(cfg.estimator_steps))
     return est_state, jax.tree.map(lambda m: m[-1], metrics)
 
@@ -109,14 +110,16 @@ def _cached_step(estimator, frozen_cfg, frozen_estimator_cfg, image_shape, skip_
     x_all, y_all, key, rule_index, eta, projections = data
     k_batch, k_augment, k_estimator, k_credit = rng.leaves(
         rng.step_key(key, step), "batch", "augment", "estimator", "credit")
-    x, y = datasets.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
+    x, y = sampling.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
     x = augment(k_augment, x)
+    # The estimator steps do not move the student, so one forward pass serves them and the
+    # student's update.
+    acts = estimator.activations(state.params, x, y)
     est_state, metrics = state.estimator, {}
     if estimator.learned and cfg.estimator_steps:
-      est_state, est_metrics = estimator_updates(est_state, state.params, x, y, x_all, y_all,
+      est_state, est_metrics = estimator_updates(est_state, state.params, acts, x_all, y_all,
                                                  k_estimator)
       metrics = {f"estimator_{k}": v for k, v in est_metrics.items()}
-    acts = estimator.activations(state.params, x, y)
     credit = estimator.credit(estimator_training.credit_params(est_state, est_cfg), state.params,
                               acts, k_credit)
     grads = rules_lib.local_grads(spec, state.params, x, y, credit, rule_index, eta,

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 
 import creditfield
+from creditfield import errors
+from creditfield import tensorboard_events
 
 ROW_KEYS = ("study", "credit", "M", "conditioning", "targets", "rule", "eta", "lr", "k",
             "seed", "layer", "gamma", "gamma_std", "rho", "rho_std", "nudge", "nudge_std",
@@ -24,7 +26,7 @@ ROW_KEYS = ("study", "credit", "M", "conditioning", "targets", "rule", "eta", "l
             "estimator_loss", "seconds", "num_seeds")
 
 
-class WorkdirConflictError(RuntimeError):
+class WorkdirConflictError(errors.UserError):
   """The workdir holds a different run's results."""
 
 
@@ -59,15 +61,22 @@ def _atomic_write(path: str, text: str) -> None:
 
 
 class MetricsWriter:
-  """Appends JSON lines to workdir/metrics.jsonl."""
+  """The one metrics writer of a run: appends JSON lines to workdir/metrics.jsonl and the same
+  records, as scalars, to TensorBoard event files under workdir/tensorboard/."""
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.events = tensorboard_events.EventWriter(os.path.join(workdir, "tensorboard"))
 
   def __call__(self, records: Iterable[dict]) -> None:
+    records = list(records)
     with open(self.path, "a") as f:
       for r in records:
         f.write(json.dumps(r, sort_keys=True) + "\n")
+    self.events.write(records)
+
+  def close(self) -> None:
+    self.events.close()
 
   def read(self) -> list[dict]:
     if not os.path.exists(self.path):
@@ -99,6 +108,8 @@ def run_meta(dataset=None, **extra) -> dict:
       "device_kind": devices[0].device_kind,
       "python": platform.python_version(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),  # compile and run times depend on them
+      "compile_cache": (jax.config.values["jax_compilation_cache_dir"]
+                        if jax.config.values["jax_enable_compilation_cache"] else None),
   }
   if dataset is not None:
     meta.update(data_source=dataset.name, data_fingerprint=dataset.fingerprint)

@@ -13,6 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from creditfield import errors
 from creditfield import student as student_lib
 
 DIRECTIONS = ("gaussian", "rademacher")
@@ -25,7 +26,7 @@ def sample_directions(key, shape, kind: str = "gaussian") -> jax.Array:
     return jax.random.normal(key, shape)
   if kind == "rademacher":
     return jax.random.rademacher(key, shape, dtype=jnp.float32)
-  raise ValueError(f"Unknown direction kind {kind!r}; expected one of {DIRECTIONS}.")
+  raise errors.UserError(f"Unknown direction kind {kind!r}; expected one of {DIRECTIONS}.")
 
 
 def directional_derivatives(spec, params, hs_SxBxD, y, v_MxSxBxD,
@@ -48,4 +49,4 @@ def directional_derivatives(spec, params, hs_SxBxD, y, v_MxSxBxD,
       f = lambda hs: losses_from(hs, y)
       return jax.jvp(f, (hs_SxBxD,), (v_SxBxD,))[1]
     return jax.vmap(one_direction)(v_MxSxBxD)
-  raise ValueError(f"Unknown derivative method {method!r}; expected one of {METHODS}.")
+  raise errors.UserError(f"Unknown derivative method {method!r}; expected one of {METHODS}.")

@@ -72,3 +72,36 @@ def training_curves(records: Sequence[dict], path: str, *, keys: Sequence[str],
     axes[0][0].legend(fontsize=7)
   fig.suptitle(title)
   _save(fig, path)
+
+
+def delta_vs_gamma(rows: Sequence[dict], path: str, *, deltas: Sequence[str], dial: str,
+                   label: Callable[[dict], str], title: str = "") -> None:
+  """Delta loss against Gamma, a panel per (delta, lr): the `dial` credit's points as one curve,
+  every other credit as a labelled point; error bars are the std over seeds."""
+  lrs = sorted({r["lr"] for r in rows})
+  fig, axes = plt.subplots(len(deltas), len(lrs), figsize=(3.6 * len(lrs), 3.2 * len(deltas)),
+                           squeeze=False)
+  for i, delta in enumerate(deltas):
+    for j, lr in enumerate(lrs):
+      ax = axes[i][j]
+      at_lr = [r for r in rows if r["lr"] == lr]
+      curve = sorted((r for r in at_lr if r["credit"] == dial), key=lambda r: r["gamma"])
+      if curve:
+        ax.errorbar([r["gamma"] for r in curve], [r[delta] for r in curve],
+                    yerr=[r.get(f"{delta}_std", 0.0) for r in curve], marker=".", capsize=2,
+                    color="0.5", label=f"{dial} (γ = 0 … 1)")
+      for r in at_lr:
+        if r["credit"] != dial:
+          ax.errorbar(r["gamma"], r[delta], xerr=r.get("gamma_std", 0.0),
+                      yerr=r.get(f"{delta}_std", 0.0), marker="o", capsize=2, ls="none")
+          ax.annotate(label(r), (r["gamma"], r[delta]), fontsize=6, xytext=(3, 3),
+                      textcoords="offset points")
+      ax.axhline(0.0, color="k", lw=0.5)
+      ax.set_xlabel("Gamma (hidden layers)")
+      ax.set_ylabel(delta)
+      ax.set_title(f"lr={lr:g}", fontsize=9)
+      ax.grid(alpha=0.3)
+  if any(ax.lines for ax in axes.flat):
+    axes[0][0].legend(fontsize=6)
+  fig.suptitle(title, fontsize=10)
+  _save(fig, path)

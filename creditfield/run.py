@@ -3,6 +3,8 @@ import sys
 
 import jax
 
+from creditfield import compile_cache
+from creditfield import errors
 from creditfield import sharding
 from creditfield import validation
 
@@ -16,6 +18,7 @@ def run_experiment(config, workdir: str) -> dict:
   jax.config.update("jax_disable_most_optimizations", bool(config.xla_fast_compile))
   try:
     validation.validate(config)
+    compile_cache.enable(config.compile_cache)
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_sizes(config, mesh.size)
     # Finite-difference targets and diagnostics need true fp32 matmuls: a GPU's
@@ -43,16 +46,15 @@ def _dispatch(config, workdir: str) -> dict:
   if name == "local_train":
     from creditfield.studies import local_train  # pylint: disable=g-import-not-at-top
     return local_train.run(config, workdir)
-  raise ValueError(f"Unknown experiment {name!r}; expected one of {EXPERIMENTS}.")
+  raise errors.UserError(f"Unknown experiment {name!r}; expected one of {EXPERIMENTS}.")
 
 
 def main(config, workdir: str) -> dict:
   """Entry point for experiments/main.py: a user error exits 1 with a one-paragraph message."""
-  from creditfield import user_errors  # pylint: disable=g-import-not-at-top
   if config.mesh.distributed:  # multi-host: one process per host, before any JAX work
     jax.distributed.initialize()
   try:
     return run_experiment(config, workdir)
-  except user_errors.USER_ERRORS as e:
+  except errors.UserError as e:
     sys.stderr.write(f"\ncreditfield error: {e}\n")
     sys.exit(1)

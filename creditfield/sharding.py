@@ -10,6 +10,8 @@ device the constraints are no-ops, so the same code runs everywhere.
 import jax
 from jax.sharding import AxisType, PartitionSpec as P
 
+from creditfield import errors
+
 DATA = "data"
 
 # config keys whose values are batch sizes that the data axis must divide
@@ -23,7 +25,7 @@ def make_mesh(mesh_cfg) -> jax.sharding.Mesh:
   available = jax.device_count()
   n = mesh_cfg.data or available
   if n < 1 or n > available:
-    raise ValueError(f"config.mesh.data={mesh_cfg.data} asks for {n} devices, but "
+    raise errors.UserError(f"config.mesh.data={mesh_cfg.data} asks for {n} devices, but "
                      f"{available} are available ({jax.default_backend()}). Use 0 for all "
                      "of them, or a number between 1 and the device count.")
   return jax.make_mesh((n,), (DATA,), axis_types=(AxisType.Auto,),
@@ -37,7 +39,7 @@ def check_batch_sizes(config, num_devices: int) -> None:
     if section in config and key in config[section]:
       size = config[section][key]
       if size % num_devices:
-        raise ValueError(
+        raise errors.UserError(
             f"config.{dotted}={size} is not divisible by the {num_devices} devices of the "
             f"data axis. Choose a multiple of {num_devices}, or set --config.mesh.data to "
             "a device count that divides it.")

@@ -18,6 +18,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from creditfield import errors
 from creditfield import guard
 
 Params = Any
@@ -43,12 +44,12 @@ class StudentSpec:
 
   def __post_init__(self):
     if not self.loss_scale > 0:
-      raise ValueError(f"Student loss_scale must be > 0, got {self.loss_scale}.")
+      raise errors.UserError(f"Student loss_scale must be > 0, got {self.loss_scale}.")
     if self.task not in TASKS:
-      raise ValueError(f"Unknown task {self.task!r}; expected one of {TASKS}.")
+      raise errors.UserError(f"Unknown task {self.task!r}; expected one of {TASKS}.")
     for name in ("in_dim", "width", "depth", "num_outputs", "expansion"):
       if getattr(self, name) < 1:
-        raise ValueError(f"Student {name} must be >= 1, got {getattr(self, name)}.")
+        raise errors.UserError(f"Student {name} must be >= 1, got {getattr(self, name)}.")
 
   def with_guard(self, guarded: bool = True) -> "StudentSpec":
     return dataclasses.replace(self, guarded=guarded)
@@ -196,7 +197,7 @@ def losses_from_layers(spec: StudentSpec, params: Params, hs_SxBxD: jax.Array, y
   """
   num_starts = hs_SxBxD.shape[0]
   if num_starts > spec.depth + 1:
-    raise ValueError(f"{num_starts} start layers for a student of depth {spec.depth}.")
+    raise errors.UserError(f"{num_starts} start layers for a student of depth {spec.depth}.")
   residual = residual_fn(spec)
   h = hs_SxBxD
   for j in range(spec.depth):

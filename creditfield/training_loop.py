@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from creditfield import errors
 
-class NonFiniteError(FloatingPointError):
+
+class NonFiniteError(errors.UserError, FloatingPointError):
   """A loss or metric became NaN or Inf during training."""
 
 
@@ -32,12 +34,14 @@ def check_finite(metrics: dict, first_step: int, what: str, last_good: str = "")
   """Raises NonFiniteError at the first non-finite metric of a step that was not skipped."""
   skipped = np.asarray(metrics.get("skipped", 0.0)) > 0
   for name, values in metrics.items():
-    values = np.asarray(values)
-    bad = np.flatnonzero(~np.isfinite(values) & ~skipped)
+    values = np.asarray(values)  # (steps,) or (steps, seeds)
+    bad = np.argwhere(~np.isfinite(values) & ~skipped)
     if bad.size:
       where = f" The last good checkpoint is {last_good}." if last_good else ""
+      seed = f" (seed index {int(bad[0][1])})" if values.ndim > 1 else ""
       raise NonFiniteError(
-          f"{what}: {name} became {values[bad[0]]} at step {first_step + int(bad[0])}.{where} "
+          f"{what}: {name} became {values[tuple(bad[0])]} at step {first_step + int(bad[0][0])}"
+          f"{seed}.{where} "
           "Lower the learning rate or check the inputs; --config.skip_nonfinite=True skips "
           "such steps instead.")
 
@@ -62,19 +66,46 @@ def run(step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict]], state: Any, 
   """
   chunk_fn = jitted_chunk(step_fn)
   step = start
-  tic = time.perf_counter()
+  tic = last_shown = time.perf_counter()
   while step < num_steps:
     n = min(chunk_size, num_steps - step)
+    chunk_tic = time.perf_counter()
     state, metrics = chunk_fn(state, jnp.arange(step, step + n), data)
     metrics = jax.device_get(metrics)
     check_finite(metrics, step, what, last_good())
+    # The chunk's rate (the first one includes compilation), as a metric of every step.
+    metrics["steps_per_second"] = np.full(n, n / max(time.perf_counter() - chunk_tic, 1e-9))
     if on_chunk is not None:
       on_chunk(step, metrics, state)
     step += n
-    rate = (step - start) / max(time.perf_counter() - tic, 1e-9)
-    shown = ", ".join(f"{k}={float(np.asarray(v)[-1]):.4g}" for k, v in sorted(metrics.items()))
-    logging.info("%s: step %d/%d (%.0f steps/s) %s", what, step, num_steps, rate, shown)
+    now = time.perf_counter()
+    if now - last_shown >= PROGRESS_SECONDS or step >= num_steps:
+      last_shown = now
+      logging.info("%s", progress_line(what, step, start, num_steps, now - tic, metrics))
   return state
+
+
+PROGRESS_SECONDS = 10.0  # at most one progress line per loop this often (and the last step)
+
+
+def progress_line(what: str, step: int, start: int, num_steps: int, seconds: float,
+                  metrics: dict) -> str:
+  """'what: step 300/2000 (15%), 41 steps/s, 41 s left; loss=0.31, ...' (means over seeds)."""
+  rate = (step - start) / max(seconds, 1e-9)
+  left = (num_steps - step) / max(rate, 1e-9)
+  shown = ", ".join(f"{k}={float(np.mean(np.asarray(v)[-1])):.4g}"
+                    for k, v in sorted(metrics.items()) if k != "steps_per_second")
+  return (f"{what}: step {step}/{num_steps} ({100 * step / max(num_steps, 1):.0f}%), "
+          f"{rate:.3g} steps/s, {_duration(left)} left; {shown}")
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  if seconds < 120:
+    return f"{seconds} s"
+  if seconds < 7200:
+    return f"{seconds // 60} min {seconds % 60:02d} s"
+  return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def chunk_size(num_steps: int, log_every: int) -> int:

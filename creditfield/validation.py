@@ -1,14 +1,16 @@
 """Checks a config before any work, so a bad value fails in seconds with one clear message."""
 from creditfield import credit_net
 from creditfield import datasets
+from creditfield import errors
 from creditfield import estimators
-from creditfield import exploit
 from creditfield import local_training
+from creditfield import optimizers
 from creditfield import perturb
 from creditfield import rules
+from creditfield import sampling
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError):
   """A config value is out of range or names something that does not exist."""
 
 
@@ -34,9 +36,14 @@ def validate(config) -> None:
   s = config.snapshot
   _require(s.lr > 0, f"config.snapshot.lr must be > 0, got {s.lr}.")
   _require(s.steps >= 0, f"config.snapshot.steps must be >= 0, got {s.steps}.")
-  _one_of(s.augment, datasets.AUGMENTATIONS, "snapshot.augment")
+  for key in ("batch_size", "log_every", "eval_every", "checkpoint_every"):
+    _require(s[key] >= 1, f"config.snapshot.{key} must be >= 1, got {s[key]}.")
+  _one_of(s.augment, sampling.AUGMENTATIONS, "snapshot.augment")
   c = config.credit
-  estimators.parse_names(c.names)
+  names = estimators.parse_names(c.names)
+  _require("oracle_dial" not in names or "phase6" in config,
+           "oracle_dial is a Phase 6 control (its cosines are config.phase6.dial_gammas); "
+           f"remove it from config.credit.names of {config.experiment}.")
   for m in (c.M,) + tuple(c.M_values):
     _require(m >= 1, f"The number of directions M must be >= 1, got {m} "
                      "(config.credit.M / config.credit.M_values).")
@@ -62,18 +69,23 @@ def validate(config) -> None:
   _require(c.fd_eps > 0, f"config.credit.fd_eps must be > 0, got {c.fd_eps}.")
   e = config.estimator
   _require(e.lr > 0, f"config.estimator.lr must be > 0, got {e.lr}.")
+  _one_of(e.schedule, optimizers.SCHEDULES, "estimator.schedule")
   _require(e.steps >= 0 and e.batch_size >= 1,
            f"config.estimator.steps must be >= 0 and batch_size >= 1, got {e.steps}, "
            f"{e.batch_size}.")
   _require(0 <= e.ema_decay < 1, f"config.estimator.ema_decay must be in [0, 1), got "
                                  f"{e.ema_decay}.")
   _one_of(e.credit_params, ("ema", "raw"), "estimator.credit_params")
-  _one_of(e.augment, datasets.AUGMENTATIONS, "estimator.augment")
+  _one_of(e.augment, sampling.AUGMENTATIONS, "estimator.augment")
   if "phase6" in config:
     p = config.phase6
     rules.parse_rules(p.rules)
-    _one_of(p.optimizer, exploit.OPTIMIZERS, "phase6.optimizer")
+    _one_of(p.optimizer, optimizers.PHASE6, "phase6.optimizer")
     _require(p.k >= 1, f"config.phase6.k must be >= 1, got {p.k}.")
+    _require(all(0 <= g <= 1 for g in p.dial_gammas) and
+             ("oracle_dial" not in names or len(p.dial_gammas) > 0),
+             f"config.phase6.dial_gammas must be cosines in [0, 1] (at least one when "
+             f"oracle_dial is a credit), got {tuple(p.dial_gammas)}.")
     _require(len(p.lrs) > 0 and all(lr > 0 for lr in p.lrs),
              f"config.phase6.lrs must be positive learning rates, got {p.lrs}.")
     for eta in tuple(p.etas) + (p.stretch_eta,):
@@ -83,11 +95,13 @@ def validate(config) -> None:
     t = config.local_train
     rules.parse_rules(t.rules)
     _one_of(t.estimator_batch, local_training.ESTIMATOR_BATCHES, "local_train.estimator_batch")
-    _one_of(t.augment, datasets.AUGMENTATIONS, "local_train.augment")
+    _one_of(t.augment, sampling.AUGMENTATIONS, "local_train.augment")
     _require(t.lr > 0, f"config.local_train.lr must be > 0, got {t.lr}.")
     _require(t.eta > 0, f"config.local_train.eta must be > 0, got {t.eta}.")
-    _require(t.steps >= 1 and t.batch_size >= 1 and t.estimator_steps >= 0,
-             f"config.local_train.steps and batch_size must be >= 1 and estimator_steps >= 0, "
-             f"got {t.steps}, {t.batch_size}, {t.estimator_steps}.")
+    _require(t.steps >= 1 and t.batch_size >= 1 and t.estimator_steps >= 0
+             and t.estimator_warmup_steps >= 0,
+             f"config.local_train.steps and batch_size must be >= 1, estimator_steps and "
+             f"estimator_warmup_steps >= 0, got {t.steps}, {t.batch_size}, {t.estimator_steps}, "
+             f"{t.estimator_warmup_steps}.")
     _require(t.eval_every >= 1 and t.steps % t.eval_every == 0,
              f"config.local_train.eval_every ({t.eval_every}) must divide steps ({t.steps}).")

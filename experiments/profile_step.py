@@ -29,6 +29,7 @@ import optax
 from creditfield import bench
 from creditfield import config_defaults
 from creditfield import estimator_training
+from creditfield import optimizers
 from creditfield import student as student_lib
 from creditfield import xla_flags
 
@@ -43,7 +44,7 @@ _STEPS_PER_CALL = flags.DEFINE_integer(
 _RUNLOCAL = flags.DEFINE_bool("runlocal", False, "configs/bench.py:runlocal's small shapes.")
 
 _ORIGINAL = (student_lib.MAX_UNROLL, student_lib.losses_from_layers,
-             estimator_training.make_optimizer)
+             optimizers.adam)
 
 
 def _masked_losses_from_layers(spec, params, hs_SxBxD, y):
@@ -53,14 +54,14 @@ def _masked_losses_from_layers(spec, params, hs_SxBxD, y):
 
 def _use_variant(name: str) -> None:
   (student_lib.MAX_UNROLL, student_lib.losses_from_layers,
-   estimator_training.make_optimizer) = _ORIGINAL
+   optimizers.adam) = _ORIGINAL
   estimator_training._cached_step.cache_clear()  # pylint: disable=protected-access
   if name == "while_loops":
     student_lib.MAX_UNROLL = 1
   elif name == "masked":
     student_lib.losses_from_layers = _masked_losses_from_layers
   elif name == "flat_adam":
-    estimator_training.make_optimizer = lambda cfg: optax.flatten(_ORIGINAL[2](cfg))
+    optimizers.adam = lambda cfg: optax.flatten(_ORIGINAL[2](cfg))
   elif name != "current":
     raise ValueError(f"Unknown variant {name!r}.")
 

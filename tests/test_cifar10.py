@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 
 from creditfield import cifar10
 from creditfield import config_defaults
+from creditfield import sampling
 
 
 def _write_folder(root, per_class=2, classes=cifar10.CLASSES[:3]):
@@ -87,17 +88,16 @@ def test_bad_data_directories_are_clear_errors(tmp_path, case):
 
 def test_augmentation_flips_and_crops_images_only():
   import jax  # pylint: disable=g-import-not-at-top
-  from creditfield import datasets  # pylint: disable=g-import-not-at-top
   x = jax.random.normal(jax.random.PRNGKey(0), (64, 4 * 4 * 3))
-  flipped = datasets.augment(jax.random.PRNGKey(1), x, (4, 4, 3), "flip")
+  flipped = sampling.augment(jax.random.PRNGKey(1), x, (4, 4, 3), "flip")
   same = np.all(np.asarray(flipped == x), axis=1)
   mirrored = np.all(np.asarray(flipped.reshape(-1, 4, 4, 3) ==
                                x.reshape(-1, 4, 4, 3)[:, :, ::-1]), axis=(1, 2, 3))
   assert np.all(same | mirrored) and 10 < same.sum() < 54
-  cropped = datasets.augment(jax.random.PRNGKey(1), x, (4, 4, 3), "flip_crop", pad=1)
+  cropped = sampling.augment(jax.random.PRNGKey(1), x, (4, 4, 3), "flip_crop", pad=1)
   assert cropped.shape == x.shape and not np.allclose(cropped, flipped)
   with pytest.raises(ValueError, match="needs image data"):
-    datasets.augment(jax.random.PRNGKey(1), x, None, "flip")
+    sampling.augment(jax.random.PRNGKey(1), x, None, "flip")
 
 
 def test_fingerprint_is_of_the_content_not_the_location_or_mtimes(tmp_path):

@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from creditfield import diagnostics
 from creditfield import estimators
@@ -84,3 +85,29 @@ def test_fd_targets_from_the_forward_loss_equal_recomputed_ones(spec, params, ba
   reused = perturb.directional_derivatives(spec, params, acts.hs, y, v, "fd", 1e-2,
                                            base_B=acts.loss)
   np.testing.assert_allclose(reused, recomputed, rtol=1e-3, atol=1e-4)
+
+
+def test_oracle_dial_has_cosine_gamma_and_the_true_norm_per_sample(spec, params, batch):
+  """The dial control: per sample and layer, cos(a, g) = gamma exactly and ||a|| = ||g||; a
+  new key gives a new random part (fresh per step), gamma = 1 gives the oracle itself."""
+  x, y = batch
+  est = estimators.oracle_dial(spec)
+  acts = est.activations(params, x, y)
+  g = student_lib.oracle_grads(spec, params, x, y)
+  norm = lambda v: jnp.linalg.norm(v, axis=-1)
+  for gamma in (0.0, 0.3, 0.8, 1.0):
+    a = est.credit(estimators.dial_params(gamma), params, acts, jax.random.PRNGKey(4))
+    cos = jnp.sum(a * g, -1) / (norm(a) * norm(g))
+    np.testing.assert_allclose(cos, gamma, atol=1e-5)
+    np.testing.assert_allclose(norm(a), norm(g), rtol=1e-5)
+  a1, a2 = (est.credit(estimators.dial_params(0.3), params, acts, jax.random.PRNGKey(k))
+            for k in (4, 5))
+  assert float(jnp.abs(a1 - a2).max()) > 1e-3 * float(norm(g).max())
+  np.testing.assert_allclose(est.credit(estimators.dial_params(1.0), params, acts,
+                                        jax.random.PRNGKey(4)), g, rtol=1e-5, atol=1e-7)
+  assert not est.spec.guarded and "oracle_dial" in estimators.BACKPROP
+
+
+def test_oracle_dial_refuses_a_cosine_outside_zero_one():
+  with pytest.raises(ValueError, match="dial_gammas"):
+    estimators.dial_params(1.5)

@@ -9,12 +9,15 @@ import optax
 import pytest
 
 from creditfield import config_defaults
+from creditfield import dataset as dataset_lib
 from creditfield import datasets
 from creditfield import estimators
 from creditfield import local_training
+from creditfield import optimizers
 from creditfield import rng
 from creditfield import rules as rules_lib
 from creditfield import run as run_lib
+from creditfield import sampling
 from creditfield import student as student_lib
 from creditfield import validation
 
@@ -29,7 +32,7 @@ def _config(**local_train):
 
 def _setup(config, name):
   dataset = datasets.load(config, 0)
-  spec = datasets.student_spec(config, dataset)
+  spec = dataset_lib.student_spec(config, dataset)
   est = estimators.make(name, spec, config.credit)
   cfg = config.local_train
   init = local_training.make_init(est, cfg, config.estimator)(
@@ -48,10 +51,10 @@ def test_oracle_with_inner_product_is_one_step_of_backprop():
   state, _ = step(data, init, jnp.int32(0))
   # The same batch and the same AdamW, with gradients of the mean loss by backprop.
   k_batch = rng.leaves(rng.step_key(key, 0), "batch")[0]
-  x, y = datasets.sample_batch(k_batch, dataset.x_train, dataset.y_train,
+  x, y = sampling.sample_batch(k_batch, dataset.x_train, dataset.y_train,
                                config.local_train.batch_size)
   grads = jax.grad(student_lib.mean_loss, argnums=1)(spec, init.params, x, y)
-  optimizer = local_training.student_optimizer(config.local_train)
+  optimizer = optimizers.adamw(config.local_train)
   updates, _ = optimizer.update(grads, init.opt_state, init.params)
   expected = optax.apply_updates(init.params, updates)
   for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected)):

@@ -84,3 +84,25 @@ def test_config_errors_are_one_paragraph_with_exit_status_2(tmp_path, args, need
   for needle in needles:
     assert needle in out.stderr, out.stderr
   assert not os.path.exists(tmp_path / "config.json")
+
+
+def test_only_the_projects_user_errors_lose_their_traceback(monkeypatch, tmp_path, capsys):
+  """A user error is one paragraph and exit status 1; any other error (an internal bug, a
+  ValueError inside JAX) propagates with its traceback."""
+  from creditfield import errors  # pylint: disable=g-import-not-at-top
+  from creditfield import run as run_lib  # pylint: disable=g-import-not-at-top
+  config = config_defaults.load(os.path.join(ROOT, "configs", "phase1.py"), "synthetic,runlocal")
+
+  def raising(error):
+    def run_experiment(config, workdir):
+      raise error
+    return run_experiment
+
+  monkeypatch.setattr(run_lib, "run_experiment", raising(ValueError("a bug deep inside")))
+  with pytest.raises(ValueError, match="a bug deep inside"):
+    run_lib.main(config, str(tmp_path))
+  monkeypatch.setattr(run_lib, "run_experiment", raising(errors.UserError("Change this.")))
+  with pytest.raises(SystemExit) as exit_info:
+    run_lib.main(config, str(tmp_path))
+  assert exit_info.value.code == 1
+  assert "creditfield error: Change this." in capsys.readouterr().err

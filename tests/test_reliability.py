@@ -17,6 +17,7 @@ import creditfield
 from creditfield import bp_training
 from creditfield import checkpoints
 from creditfield import config_defaults
+from creditfield import dataset as dataset_lib
 from creditfield import datasets
 from creditfield import run as run_lib
 from creditfield import training_loop
@@ -106,8 +107,8 @@ def test_a_workdir_of_another_run_is_never_overwritten(tmp_path):
 def test_nan_loss_stops_with_the_step_and_the_quantity(tmp_path):
   config = _config("snapshot")
   data = datasets.load(config, 0)
-  poisoned = datasets.Dataset(**dict(data.__dict__, x_train=data.x_train.at[:].set(jnp.nan)))
-  spec = datasets.student_spec(config, data)
+  poisoned = dataset_lib.Dataset(**dict(data.__dict__, x_train=data.x_train.at[:].set(jnp.nan)))
+  spec = dataset_lib.student_spec(config, data)
   with pytest.raises(training_loop.NonFiniteError, match=r"loss became nan at step 0"):
     bp_training.train(spec, poisoned, config.snapshot, jnp.zeros(2, jnp.uint32))
 
@@ -115,8 +116,8 @@ def test_nan_loss_stops_with_the_step_and_the_quantity(tmp_path):
 def test_skip_nonfinite_option_skips_such_steps_instead(tmp_path):
   config = _config("snapshot")
   data = datasets.load(config, 0)
-  poisoned = datasets.Dataset(**dict(data.__dict__, x_train=data.x_train.at[0].set(jnp.nan)))
-  spec = datasets.student_spec(config, data)
+  poisoned = dataset_lib.Dataset(**dict(data.__dict__, x_train=data.x_train.at[0].set(jnp.nan)))
+  spec = dataset_lib.student_spec(config, data)
   config.snapshot.steps = 100
   records = []
   params, _, final = bp_training.train(spec, poisoned, config.snapshot, jnp.zeros(2, jnp.uint32),

@@ -8,6 +8,7 @@ import numpy as np
 
 from creditfield import bp_training
 from creditfield import config_defaults
+from creditfield import dataset as dataset_lib
 from creditfield import datasets
 from creditfield import estimators
 from creditfield import rng
@@ -86,7 +87,7 @@ def test_synthetic_snapshot_starts_near_chance_not_as_the_teacher():
   config.data.synthetic.update(dict(num_train=512, num_test=2048))
   config.student.width = config.data.synthetic.teacher_width  # the teacher's own shape
   data = datasets.load(config, config.seed)
-  spec = datasets.student_spec(config, data)
+  spec = dataset_lib.student_spec(config, data)
   config.snapshot.steps = 0
   _, _, at_init = bp_training.train(spec, data, config.snapshot,
                                     rng.stream(config.seed, "snapshot"))

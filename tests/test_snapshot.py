@@ -1,5 +1,8 @@
 """The BP snapshot: Orbax save/restore, resume after an interruption, architecture checks."""
+import os
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -7,9 +10,12 @@ import creditfield
 from creditfield import bp_training
 from creditfield import checkpoints
 from creditfield import config_defaults
+from creditfield import dataset as dataset_lib
 from creditfield import datasets
 from creditfield import outputs
 from creditfield.studies import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config():
@@ -25,7 +31,7 @@ def _config():
 
 def _train(tmp_path, config, on_metrics=None):
   data = datasets.load(config, 0)
-  spec = datasets.student_spec(config, data)
+  spec = dataset_lib.student_spec(config, data)
   mngr = checkpoints.manager(str(tmp_path / "checkpoints"))
   try:
     return bp_training.train(spec, data, config.snapshot, jax.random.PRNGKey(0), mngr=mngr,
@@ -72,7 +78,7 @@ def test_a_snapshot_of_another_architecture_is_a_clear_error(tmp_path):
   config.snapshot.path = str(tmp_path)
   config.student.width = 24
   data = datasets.load(config, 0)
-  run = common.Run(config, str(tmp_path), data, datasets.student_spec(config, data),
+  run = common.Run(config, str(tmp_path), data, dataset_lib.student_spec(config, data),
                    outputs.MetricsWriter(str(tmp_path)), outputs.Stopwatch(), False)
   with pytest.raises(checkpoints.SnapshotError, match="width: snapshot 16 vs config 24"):
     common.student(run)
@@ -86,3 +92,22 @@ def test_bad_snapshot_paths_are_clear_errors(tmp_path, case):
     (path / "notes.txt").write_text("hello")
   with pytest.raises(checkpoints.SnapshotError, match="does not exist|No Orbax checkpoint"):
     creditfield.load_snapshot(str(path))
+
+
+def test_a_trained_estimator_is_reused_only_with_the_settings_that_made_it(tmp_path):
+  """Estimator checkpoints carry their settings: other settings are a clear error naming the
+  differing fields and the choices, not a silent reuse."""
+  config = config_defaults.load(os.path.join(ROOT, "configs", "phase6c.py"), "synthetic,runlocal")
+  settings = checkpoints.estimator_settings(config, "fingerprint-a")
+  tree = {"w": jnp.arange(4.0)}
+  path = str(tmp_path / "estimators" / "vector_field_M4_seed0")
+  checkpoints.save_estimator(path, tree, settings)
+  np.testing.assert_array_equal(checkpoints.restore_estimator(path, tree, settings)["w"], tree["w"])
+  config.estimator.lr = 3e-3
+  config.credit.names = "oracle"  # not a setting of the estimator: ignored
+  changed = checkpoints.estimator_settings(config, "fingerprint-a")
+  with pytest.raises(checkpoints.EstimatorConfigError,
+                     match=r"estimator\.lr: saved 0\.001, now 0\.003.*new --workdir.*estimators/"):
+    checkpoints.restore_estimator(path, tree, changed)
+  with pytest.raises(checkpoints.EstimatorConfigError, match="data_fingerprint"):
+    checkpoints.restore_estimator(path, tree, checkpoints.estimator_settings(config, "other"))

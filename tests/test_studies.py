@@ -39,11 +39,15 @@ def test_pivot_runlocal_has_learned_estimators_with_quality_metrics(tmp_path):
   assert by_layer["mean"]["steps"] == 100  # estimator steps of the runlocal config
 
 
-def test_phase6c_runlocal_covers_every_credit_and_rule(phase6c_runlocal):
+def test_phase6c_runlocal_covers_its_credits_and_every_rule(phase6c_runlocal):
   tmp_path, result = phase6c_runlocal
-  final = [r for r in result["rows"] if r["seed"] == "all" and r["k"] == 3]
+  final = [r for r in result["rows"] if r["seed"] == "all" and r.get("kind") is None
+           and r["k"] == 3]
+  names = estimators.parse_names(
+      config_defaults.load(os.path.join(ROOT, "configs", "phase6c.py"),
+                           "synthetic,runlocal").credit.names)
   assert {(r["credit"], r["rule"]) for r in final} == {
-      (c, rule) for c in estimators.NAMES for rule in rules.RULES}
+      (c, rule) for c in names for rule in rules.RULES}
   # The zero credit is the control: only the head learns, so no rule differs from another.
   zero = {r["rule"]: r["delta_loss_update"] for r in final
           if r["credit"] == "zero" and r["lr"] == min(r["lr"] for r in final)}
@@ -60,3 +64,27 @@ def test_phase6c_runlocal_covers_every_credit_and_rule(phase6c_runlocal):
   again = _run("phase6c", tmp_path)
   assert [r for r in again["rows"] if r["seed"] == "all"] == [
       r for r in result["rows"] if r["seed"] == "all"]
+
+
+def test_phase6c_runlocal_dial_spans_gamma_and_correlations_are_rows(phase6c_runlocal):
+  """The dial's Gamma on the snapshot is its gamma (exact cosine by construction), and the
+  study reports Spearman's rho of delta loss with Gamma over the dial and over the credits."""
+  tmp_path, result = phase6c_runlocal
+  rows = result["rows"]
+  dial = {r["dial_gamma"]: r["gamma"] for r in rows
+          if r.get("credit") == "oracle_dial" and r["seed"] == 0}
+  assert len(dial) >= 3, dial
+  for gamma, measured in dial.items():
+    assert abs(measured - gamma) < 1e-4, dial
+  correlations = [r for r in rows if r.get("kind") == "correlation"]
+  assert {r["over"] for r in correlations} == {"dial", "credits"}
+  for r in correlations:
+    assert -1 <= r["spearman"] <= 1 and r["ci_low"] <= r["spearman"] + 1e-12
+  # On the update batches at the smallest lr the first-order change is linear in gamma with a
+  # negative slope (the dial's norm is ||g||): exact SGD's ranking, rho = -1.
+  smallest = min(r["lr"] for r in correlations)
+  ip = [r for r in correlations if r["over"] == "dial" and r["rule"] == "inner_product"
+        and r["lr"] == smallest and r["delta"] == "delta_loss_update"]
+  assert ip and ip[0]["spearman"] == -1.0, ip
+  for name in ("delta_loss_vs_gamma_inner_product.png", "delta_loss_vs_gamma_cosine.png"):
+    assert (tmp_path / name).stat().st_size > 0

@@ -1,11 +1,18 @@
 """Credit estimators by name (the names used in configs, tables and DESIGN.md)."""
+from creditfield import errors
 from creditfield.estimators.base import CreditEstimator
-from creditfield.estimators.baselines import dfa, forward_gradient, identity, oracle, zero
+from creditfield.estimators.baselines import (dfa, dial_params, forward_gradient, identity,
+                                              oracle, oracle_dial, zero)
 from creditfield.estimators.scalar_bridge import ScalarBridgeConfig, scalar_bridge
 from creditfield.estimators.vector_field import REGRESSIONS, VectorFieldConfig, vector_field
 
 NAMES = ("oracle", "dfa", "identity", "forward_gradient", "scalar_bridge", "vector_field",
-         "zero")
+         "zero", "oracle_dial")
+# Credits that backpropagate through the hidden blocks: the reference and the controls built
+# from it. Every other credit runs under the no-hidden-BP guard.
+BACKPROP = ("oracle", "oracle_dial")
+# Controls, labelled as such in every table: no credit, and the oracle dialled to a cosine.
+CONTROLS = ("zero", "oracle_dial")
 # Estimators whose cost and quality depend on the number of directions M.
 USES_M = ("forward_gradient", "vector_field")
 
@@ -15,11 +22,11 @@ def parse_names(names: str) -> tuple[str, ...]:
   parsed = tuple(n.strip() for n in str(names).split(",") if n.strip())
   unknown = [n for n in parsed if n not in NAMES]
   if not parsed or unknown:
-    raise ValueError(
+    raise errors.UserError(
         f"Unknown credit estimator name(s) {unknown or [names]} in config.credit.names="
         f"{names!r}; valid names are {', '.join(NAMES)} (comma-separated).")
   if len(set(parsed)) != len(parsed):
-    raise ValueError(f"config.credit.names={names!r} repeats a name.")
+    raise errors.UserError(f"config.credit.names={names!r} repeats a name.")
   return parsed
 
 
@@ -28,9 +35,11 @@ def make(name: str, spec, credit_config, num_directions=None) -> CreditEstimator
   c = credit_config
   m = c.M if num_directions is None else num_directions
   if m < 1:
-    raise ValueError(f"The number of directions M must be >= 1, got {m}.")
+    raise errors.UserError(f"The number of directions M must be >= 1, got {m}.")
   if name == "oracle":
     return oracle(spec)
+  if name == "oracle_dial":
+    return oracle_dial(spec)
   if name == "dfa":
     return dfa(spec)
   if name == "identity":

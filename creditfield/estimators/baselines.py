@@ -1,7 +1,8 @@
-"""Estimators that need no training: oracle, dfa, identity, forward_gradient."""
+"""Estimators that need no training: oracle, oracle_dial, dfa, identity, forward_gradient, zero."""
 import jax
 import jax.numpy as jnp
 
+from creditfield import errors
 from creditfield import perturb
 from creditfield import student as student_lib
 from creditfield.estimators import base
@@ -16,6 +17,41 @@ def oracle(spec: student_lib.StudentSpec) -> base.CreditEstimator:
     return student_lib.oracle_grads(spec, student_params, acts.x, acts.y)
 
   return base.CreditEstimator("oracle", spec, base.no_params, credit)
+
+
+def dial_params(gamma: float) -> dict:
+  """The parameters of `oracle_dial`: its cosine to the true gradient, in [0, 1]."""
+  if not 0.0 <= gamma <= 1.0:
+    raise errors.UserError(f"oracle_dial needs a cosine gamma in [0, 1], got {gamma} "
+                     "(config.phase6.dial_gammas).")
+  return {"gamma": jnp.asarray(gamma, jnp.float32)}
+
+
+def oracle_dial(spec: student_lib.StudentSpec) -> base.CreditEstimator:
+  """A control built from the oracle: a_l = ||g_l|| (gamma g^_l + sqrt(1 - gamma^2) u^_l),
+  u^ a random unit vector orthogonal to g_l, fresh for every call's key.
+
+  Its per-sample cosine to g_l is exactly gamma and its norm exactly ||g_l||, so Phase 6 can map
+  loss change against credit quality with nothing else changing. gamma lives in the
+  parameters (`dial_params`), so one compiled program serves every point of the dial.
+  """
+  spec = spec.with_guard(False)
+
+  def init(key, student_params, acts):
+    del key, student_params, acts
+    return dial_params(1.0)
+
+  def credit(phi, student_params, acts, key):
+    g = student_lib.oracle_grads(spec, student_params, acts.x, acts.y)
+    norm = jnp.linalg.norm(g, axis=-1, keepdims=True)
+    g_unit = g / jnp.maximum(norm, 1e-30)
+    u = jax.random.normal(key, g.shape)
+    u = u - jnp.sum(u * g_unit, -1, keepdims=True) * g_unit
+    u_unit = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
+    gamma = phi["gamma"]
+    return norm * (gamma * g_unit + jnp.sqrt(1.0 - jnp.square(gamma)) * u_unit)
+
+  return base.CreditEstimator("oracle_dial", spec, init, credit)
 
 
 def dfa(spec: student_lib.StudentSpec) -> base.CreditEstimator:

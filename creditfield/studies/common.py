@@ -7,10 +7,12 @@ from absl import logging
 
 from creditfield import bp_training
 from creditfield import checkpoints
+from creditfield import dataset as dataset_lib
 from creditfield import datasets
 from creditfield import estimators
 from creditfield import outputs
 from creditfield import rng
+from creditfield import sampling
 
 
 @dataclasses.dataclass
@@ -18,7 +20,7 @@ class Run:
   """What a study needs from its surroundings."""
   config: object
   workdir: str
-  dataset: datasets.Dataset
+  dataset: dataset_lib.Dataset
   spec: object
   metrics: outputs.MetricsWriter
   stopwatch: outputs.Stopwatch
@@ -30,7 +32,7 @@ def start(config, workdir: str) -> Run:
   stopwatch = outputs.Stopwatch()
   resumed = outputs.prepare_workdir(workdir, config.to_json_best_effort(sort_keys=True))
   dataset = datasets.load(config, config.seed)
-  spec = datasets.student_spec(config, dataset)
+  spec = dataset_lib.student_spec(config, dataset)
   logging.info("Dataset %s (%s), fingerprint %s; student %s", dataset.name, dataset.task,
                dataset.fingerprint, spec)
   return Run(config, workdir, dataset, spec, outputs.MetricsWriter(workdir), stopwatch, resumed)
@@ -67,14 +69,18 @@ def diagnostics_batch(run: Run, seed: int, split: str = "test"):
           else (run.dataset.x_train, run.dataset.y_train))
   size = min(run.config.diagnostics.batch_size, x.shape[0])
   key = rng.stream(seed, "diagnostics", "batch" if split == "test" else "train")
-  return datasets.sample_batch(key, x, y, size, replace=False)
+  return sampling.sample_batch(key, x, y, size, replace=False)
 
 
 def credit_label(row: dict) -> str:
+  """'vector_field M=4', 'oracle_dial γ=0.4 (control)', 'zero (control)', 'oracle'."""
   name = row.get("credit", "")
+  label = name
   if name in estimators.USES_M and row.get("M") is not None:
-    return f"{name} M={row['M']}"
-  return name
+    label = f"{name} M={row['M']}"
+  if row.get("dial_gamma") is not None:
+    label = f"{name} γ={row['dial_gamma']:g}"
+  return f"{label} (control)" if name in estimators.CONTROLS else label
 
 
 def rule_label(row: dict) -> str:

@@ -15,11 +15,13 @@ import jax
 
 from creditfield import checkpoints
 from creditfield import diagnostics
+from creditfield import errors
 from creditfield import estimator_training
 from creditfield import estimators
 from creditfield import outputs
 from creditfield import plots
 from creditfield import rng
+from creditfield import seeds as seeds_lib
 from creditfield.studies import common
 
 TABLE = ("study", "credit", "M", "steps", "conditioning", "targets", "variant", "layer",
@@ -67,7 +69,7 @@ def parse_variant(config, switch: str, name: str) -> tuple[str, str, object]:
       else:
         value = type(default)(text)
       return section, key, value
-  raise ValueError(f"config.ablation.variants names {key!r}, which is not an option of "
+  raise errors.UserError(f"config.ablation.variants names {key!r}, which is not an option of "
                    f"{name} ({', '.join(sections)}).")
 
 
@@ -152,31 +154,36 @@ def gamma_monitor(r, est, student_params, seed: int, key):
   return monitor
 
 
-def _measure(r, config, entry, est, seed, student_params, x, y):
-  """Trains (if learned) and measures one entry; returns (per-layer quality, extra row keys)."""
-  key = rng.estimator_stream(seed, entry.name, entry.M)
-  eval_key = rng.stream(key, "eval")
+def _measure(r, config, entry, est, seeds, student_params, batches):
+  """Trains (if learned) and measures one entry for every seed (trained together, as one
+  program, with `config.vmap_seeds`); returns per seed (per-layer quality, extra row keys)."""
+  keys = seeds_lib.keys(lambda seed: rng.estimator_stream(seed, entry.name, entry.M), seeds)
   last = {}
 
   def record(records):
     r.metrics(records)
-    last.update(records[-1])
+    last.update({rec["seed"]: rec for rec in records})
 
   cfg = entry_config(config, entry)
   tic = time.perf_counter()
-  phi = estimator_training.train(
-      est, student_params, r.dataset.x_train, r.dataset.y_train, cfg.estimator, key,
-      on_metrics=record, skip_nonfinite=config.skip_nonfinite,
-      image_shape=r.dataset.image_shape,
-      monitor=gamma_monitor(r, est, student_params, seed, eval_key),
-      **entry_tags(entry, est.learned, seed))
-  jax.block_until_ready(phi)
-  seconds = time.perf_counter() - tic
-  quality = diagnostics.evaluate_credit(est, student_params, x, y, phi, eval_key,
-                                        config.diagnostics)
-  # Training cost (compilation included) and final loss, for learned estimators.
-  extras = dict(estimator_loss=last.get("total"), seconds=seconds) if est.learned else {}
-  return quality, extras
+  phis = estimator_training.train_seeds(
+      est, student_params, r.dataset.x_train, r.dataset.y_train, cfg.estimator, keys,
+      [entry_tags(entry, est.learned, seed) for seed in seeds], vmapped=config.vmap_seeds,
+      on_metrics=record, skip_nonfinite=config.skip_nonfinite, image_shape=r.dataset.image_shape,
+      monitors=[gamma_monitor(r, est, student_params, seed, rng.stream(keys[i], "eval"))
+                for i, seed in enumerate(seeds)])
+  jax.block_until_ready(phis)
+  seconds = (time.perf_counter() - tic) / len(seeds)
+  out = []
+  for i, seed in enumerate(seeds):
+    quality = diagnostics.evaluate_credit(est, student_params, *batches[i],
+                                          seeds_lib.pick(phis, i), rng.stream(keys[i], "eval"),
+                                          config.diagnostics)
+    # Training cost per seed (compilation included) and final loss, for learned estimators.
+    extras = (dict(estimator_loss=last.get(seed, {}).get("total"), seconds=seconds)
+              if est.learned else {})
+    out.append((quality, extras))
+  return out
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -225,32 +232,33 @@ def plot(workdir: str, summary: list[dict], records: list[dict]) -> None:
 def run(config, workdir: str) -> dict:
   r = common.start(config, workdir)
   todo = entries(config)
+  seeds = seeds_lib.seed_list(config)
   # Built once, before any work (bad settings fail fast), and every seed reuses them.
   built = {e.key(): estimators.make(e.name, r.spec, entry_config(config, e).credit, e.M)
            for e in todo}
   student_params, snapshot_eval = common.student(r)
+  batches = [common.diagnostics_batch(r, seed) for seed in seeds]
   rows = []
-  for seed in range(config.seed, config.seed + config.num_seeds):
-    x, y = common.diagnostics_batch(r, seed)
-    measured = {}  # entry.key() -> (quality, extras): ablation points equal to main ones
-    for entry in todo:
-      if entry.key() not in measured:
-        measured[entry.key()] = _measure(r, config, entry, built[entry.key()], seed,
-                                         student_params, x, y)
-      quality, extras = measured[entry.key()]
-      est_learned = "estimator_loss" in extras
-      entry_rows = diagnostics.layer_rows(dict(entry_tags(entry, est_learned, seed), **extras),
-                                          quality)
+  measured = {}  # entry.key() -> per seed (quality, extras): ablation points equal to main ones
+  for entry in todo:
+    if entry.key() not in measured:
+      measured[entry.key()] = _measure(r, config, entry, built[entry.key()], seeds,
+                                       student_params, batches)
+    for seed, (quality, extras) in zip(seeds, measured[entry.key()]):
+      entry_rows = diagnostics.layer_rows(
+          dict(entry_tags(entry, "estimator_loss" in extras, seed), **extras), quality)
       rows.extend(entry_rows)
       mean, terminal = entry_rows[-2], entry_rows[-1]
-      logging.info("%s (%s): hidden-layer gamma %.3f rho %.3f nudge %.3f; terminal gamma %.3f",
-                   entry.name, entry.study, mean["gamma"], mean["rho"], mean["nudge"],
-                   terminal["gamma"])
-    # Results so far, after every seed: a long run that is stopped keeps its table.
+      logging.info("%s (%s) seed %d: hidden-layer gamma %.3f rho %.3f nudge %.3f; terminal "
+                   "gamma %.3f", entry.name, entry.study, seed, mean["gamma"], mean["rho"],
+                   mean["nudge"], terminal["gamma"])
+    # Results so far, after every entry: a long run that is stopped keeps its table.
     summary = summarize(rows)
     meta = outputs.run_meta(r.dataset, experiment=config.experiment,
                             wall_seconds=r.stopwatch.seconds(), snapshot_eval=snapshot_eval,
-                            student=checkpoints.spec_to_json(r.spec),
+                            student=checkpoints.spec_to_json(r.spec), vmap_seeds=config.vmap_seeds,
+                            seconds="estimator training wall time per seed (the seeds of an "
+                                    "entry train together), compilation included",
                             layers="integers 0..L-1; mean = mean over those hidden layers; "
                                    "terminal = layer L")
     outputs.write_results(workdir, summary + rows, meta, columns=TABLE)
@@ -258,4 +266,5 @@ def run(config, workdir: str) -> dict:
       f.write(report_markdown(summary))
   print(outputs.text_table([s for s in summary if s["layer"] in ("mean", "terminal")], TABLE))
   plot(workdir, summary, r.metrics.read())
+  r.metrics.close()
   return {"rows": summary + rows, "meta": meta}

@@ -14,6 +14,7 @@ import time
 from absl import logging
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from creditfield import bp_training
@@ -27,13 +28,14 @@ from creditfield import outputs
 from creditfield import plots
 from creditfield import rng
 from creditfield import rules as rules_lib
+from creditfield import seeds as seeds_lib
 from creditfield import student as student_lib
 from creditfield import training_loop
 from creditfield.studies import common
 
 TABLE = ("credit", "M", "rule", "eta", "test_accuracy", "test_loss", "best_test_accuracy",
          "gamma", "ms_per_update", "forward_equivalents", "gflop_per_update")
-GROUP = ("credit", "M", "rule", "eta")
+GROUP = ("credit", "M", "rule", "eta", "steps")
 FINAL_METRICS = ("test_accuracy", "test_loss", "best_test_accuracy", "gamma", "ms_per_update",
                  "train_seconds", "forward_equivalents", "gflop_per_update")
 
@@ -51,52 +53,93 @@ def update_cost(step_fn, state, data, spec, params, x) -> dict:
           "forward_equivalents": step_flops / forward_flops}
 
 
-def train_one(r, est, init_fn, step_fn, rule: str, eta, seed: int, projections, dx, dy, tags):
-  """Trains one student; returns (final row, eval curve records)."""
+def warm_up(r, est, state_S, seeds, tags):
+  """The estimator trained on each seed's initial student for `estimator_warmup_steps` steps
+  (its own schedule) before the student moves; returns the state with that estimator, its
+  online optimiser fresh."""
+  cfg = r.config.local_train
+  if not est.learned or not cfg.estimator_warmup_steps:
+    return state_S
+  warm_cfg = ml_collections.ConfigDict(r.config.estimator.to_dict())
+  warm_cfg.steps = cfg.estimator_warmup_steps
+  keys = seeds_lib.keys(lambda seed: rng.stream(seed, "local_train", "estimator_warmup"), seeds)
+  phi_S = estimator_training.train_seeds(
+      est, state_S.params, r.dataset.x_train, r.dataset.y_train, warm_cfg, keys,
+      [dict(tags[i], phase="estimator_warmup") for i in range(len(seeds))],
+      vmapped=r.config.vmap_seeds, on_metrics=r.metrics, skip_nonfinite=r.config.skip_nonfinite,
+      image_shape=r.dataset.image_shape, student_per_seed=True)
+  online_cfg = local_training.online_estimator_config(r.config.estimator, cfg)
+  return state_S.replace(estimator=jax.vmap(
+      lambda phi: estimator_training.init_state(online_cfg, phi))(phi_S))
+
+
+def train_seeds(r, est, init_fn, step_fn, rule: str, eta, seeds, projections, dx, dy, tags):
+  """Trains one student per seed, all seeds in one program (`config.vmap_seeds`) or one by
+  one; returns (final rows, eval curve records), one final row per seed."""
   cfg, x_train, y_train = r.config.local_train, r.dataset.x_train, r.dataset.y_train
   eval_spec = r.spec.with_guard(False)
-  key = rng.stream(seed, "local_train")  # the same student init for every credit
-  k_init, k_quality = rng.leaves(key, "init", "quality")
-  state = init_fn(k_init, x_train, y_train)
-  data = (x_train, y_train, key, jnp.int32(rules_lib.rule_index(rule)),
-          jnp.float32(eta or 0.0), projections)
-  curve, chunk_seconds = [], []
-  clock = {"last": time.perf_counter()}
+  # One student init per seed, the same for every credit.
+  keys = seeds_lib.keys(lambda seed: rng.stream(seed, "local_train"), seeds)
+  k_init, k_quality = (jax.vmap(lambda k, n=n: rng.stream(k, n))(keys) for n in ("init", "quality"))
+  state = warm_up(r, est, jax.vmap(lambda k: init_fn(k, x_train, y_train))(k_init), seeds, tags)
+  data = (x_train, y_train, keys, jnp.int32(rules_lib.rule_index(rule)), jnp.float32(eta or 0.0),
+          projections)
+  if r.config.vmap_seeds:  # (step function, state, data, seed indices, stacked?)
+    groups = [(local_training.seeds_step(step_fn), state, data, list(range(len(seeds))), True)]
+  else:
+    groups = [(step_fn, seeds_lib.pick(state, i), data[:2] + (keys[i],) + data[3:], [i], False)
+              for i in range(len(seeds))]
+  curves, chunk_seconds = [[] for _ in seeds], [[] for _ in seeds]
+  for fn, group_state, group_data, members, stacked in groups:
+    view = (lambda tree, j: seeds_lib.pick(tree, j)) if stacked else (lambda tree, j: tree)
+    clock = {"last": time.perf_counter()}
 
-  def on_chunk(first_step, metrics, state):
-    chunk_seconds.append(time.perf_counter() - clock["last"])
-    step = first_step + len(metrics["loss"])
-    ev = bp_training.evaluate(eval_spec, state.params, r.dataset.x_test, r.dataset.y_test)
-    phi = estimator_training.credit_params(state.estimator, r.config.estimator)
-    gamma = diagnostics.evaluate_credit(est, state.params, dx, dy, phi,
-                                        rng.step_key(k_quality, step),
-                                        r.config.diagnostics)["gamma"]
-    record = dict(tags, phase="local_eval", step=step, train_loss=float(np.mean(metrics["loss"])),
-                  chunk_seconds=chunk_seconds[-1], gamma=float(np.mean(gamma[:-1])),
-                  **{f"test_{k}": v for k, v in ev.items()},
-                  **{f"gamma_l{l}": float(g) for l, g in enumerate(gamma)},
-                  **{k: float(np.mean(v)) for k, v in metrics.items() if k != "loss"})
-    curve.append(record)
-    clock["last"] = time.perf_counter()
+    def on_chunk(first_step, metrics, state, members=members, view=view, clock=clock,
+                 stacked=stacked):
+      seconds = (time.perf_counter() - clock["last"]) / len(members)  # per seed
+      step = first_step + len(metrics["loss"])
+      for j, i in enumerate(members):
+        params = view(state.params, j)
+        ev = bp_training.evaluate(eval_spec, params, r.dataset.x_test, r.dataset.y_test)
+        phi = estimator_training.credit_params(view(state.estimator, j), r.config.estimator)
+        gamma = diagnostics.evaluate_credit(est, params, dx, dy, phi,
+                                            rng.step_key(k_quality[i], step),
+                                            r.config.diagnostics)["gamma"]
+        seed_metrics = seeds_lib.chunk_metrics(metrics, j) if stacked else metrics
+        chunk_seconds[i].append(seconds)
+        curves[i].append(dict(
+            tags[i], phase="local_eval", step=step, train_loss=float(np.mean(seed_metrics["loss"])),
+            chunk_seconds=seconds, gamma=float(np.mean(gamma[:-1])),
+            **{f"test_{k}": v for k, v in ev.items()},
+            **{f"gamma_l{l}": float(g) for l, g in enumerate(gamma)},
+            **{k: float(np.mean(v)) for k, v in seed_metrics.items() if k != "loss"}))
+      clock["last"] = time.perf_counter()
 
-  training_loop.run(step_fn, state, data, start=0, num_steps=cfg.steps,
-                    chunk_size=cfg.eval_every, what=f"local {tags['credit']} {rule} seed {seed}",
-                    on_chunk=on_chunk)
-  # Wall time of training alone: evaluation is excluded, and the first chunk, which
-  # also compiles when a credit runs for the first time, counts as a typical chunk.
+    training_loop.run(fn, group_state, group_data, start=0, num_steps=cfg.steps,
+                      chunk_size=cfg.eval_every, on_chunk=on_chunk,
+                      what=f"local {est.name} {rule} seeds {[seeds[i] for i in members]}")
+  finals = [_final_row(cfg, tags[i], curves[i], chunk_seconds[i], r.spec.task)
+            for i in range(len(seeds))]
+  records = [record for curve in curves for record in curve]
+  r.metrics(records)
+  return finals, records
+
+
+def _final_row(cfg, tags, curve, chunk_seconds, task) -> dict:
+  """A seed's final row; adds `train_seconds` to its curve. Wall time of training alone:
+  evaluation is excluded, and the first chunk, which also compiles when a credit runs for the
+  first time, counts as a typical chunk."""
   typical = float(np.median(chunk_seconds[1:])) if len(chunk_seconds) > 1 else chunk_seconds[0]
   seconds = np.cumsum([min(chunk_seconds[0], typical)] + chunk_seconds[1:])
-  for record, s in zip(curve, seconds):
-    record["train_seconds"] = float(s)
-  r.metrics(curve)
-  metric = _headline(r.spec.task)
-  best = (max if metric == "test_accuracy" else min)(c[metric] for c in curve)
+  for record, t in zip(curve, seconds):
+    record["train_seconds"] = float(t)
+  metric = _headline(task)
   final = dict(tags, test_loss=curve[-1]["test_loss"], gamma=curve[-1]["gamma"],
-               train_seconds=float(seconds[-1]),
-               ms_per_update=1e3 * float(seconds[-1]) / cfg.steps)
+               train_seconds=float(seconds[-1]), ms_per_update=1e3 * float(seconds[-1]) / cfg.steps)
   if metric == "test_accuracy":
+    best = max(c[metric] for c in curve)
     final.update(test_accuracy=curve[-1]["test_accuracy"], best_test_accuracy=best)
-  return final, curve
+  return final
 
 
 def report_markdown(final: list[dict], task: str) -> str:
@@ -135,6 +178,7 @@ def run(config, workdir: str) -> dict:
   projections = rules_lib.projections(rng.stream(config.seed, "local_train", "projections"),
                                       spec)
   dx, dy = common.diagnostics_batch(r, config.seed)
+  seeds = seeds_lib.seed_list(config)
   image_shape = r.dataset.image_shape
   rows, curves = [], []
   for name in names:
@@ -152,20 +196,20 @@ def run(config, workdir: str) -> dict:
                        spec, state_shape.params, r.dataset.x_train[:cfg.batch_size])
     for rule in rule_list:
       eta = float(cfg.eta) if rule in rules_lib.USES_ETA else None
-      for seed in range(config.seed, config.seed + config.num_seeds):
-        tags = dict(credit=name, rule=rule, eta=eta, seed=seed)
-        if name in estimators.USES_M:
-          tags["M"] = config.credit.M
-        final, curve = train_one(r, est, init_fn, step_fn, rule, eta, seed, projections, dx, dy,
-                                 tags)
-        rows.append(dict(final, **cost))
-        curves += curve
-        logging.info("local training %s: %s", tags, rows[-1])
+      tags = [dict(credit=name, rule=rule, eta=eta, seed=seed, steps=cfg.steps,
+                   **({"M": config.credit.M} if name in estimators.USES_M else {}))
+              for seed in seeds]
+      finals, curve = train_seeds(r, est, init_fn, step_fn, rule, eta, seeds, projections,
+                                  dx, dy, tags)
+      rows += [dict(final, **cost) for final in finals]
+      curves += curve
+      logging.info("local training %s %s: %s", name, rule, [f.get("test_accuracy") for f in finals])
     # Results so far, after every credit: a long run that is stopped keeps its table.
     summary, meta = _write(r, rows)
   _plot_curves(workdir, curves, rule_list, spec.task)
   print(f"Local training from scratch, {cfg.steps} steps ({r.dataset.name}):")
   print(outputs.text_table(summary, TABLE))
+  r.metrics.close()
   return {"rows": summary + rows, "meta": meta}
 
 
@@ -175,6 +219,10 @@ def _write(r, rows: list[dict]) -> tuple[list[dict], dict]:
                           student=checkpoints.spec_to_json(r.spec),
                           steps=r.config.local_train.steps,
                           flops="matmul FLOPs of one student update, counted from its jaxpr",
+                          vmap_seeds=r.config.vmap_seeds,
+                          estimator_warmup_steps=r.config.local_train.estimator_warmup_steps,
+                          ms_per_update="per seed: when seeds train together, the chunk's time "
+                                        "over the number of seeds",
                           train_seconds="training chunks only; evaluation and compilation "
                                         "excluded")
   outputs.write_results(r.workdir, summary + rows, meta, columns=TABLE)

@@ -2,6 +2,7 @@
 import os
 
 from creditfield import checkpoints
+from creditfield import errors
 from creditfield import outputs
 from creditfield import plots
 from creditfield.studies import common
@@ -12,7 +13,7 @@ TABLE = ("data", "accuracy", "loss", "steps", "seconds")
 def run(config, workdir: str) -> dict:
   r = common.start(config, workdir)
   if config.snapshot.path:
-    raise ValueError("configs/snapshot.py trains a snapshot; --config.snapshot.path is for the "
+    raise errors.UserError("configs/snapshot.py trains a snapshot; --config.snapshot.path is for the "
                      "studies that load one (phase6a, phase6c).")
   stopwatch = outputs.Stopwatch()
   _, final = common.student(r)
@@ -29,4 +30,5 @@ def run(config, workdir: str) -> dict:
        if rec.get("phase", "").startswith("snapshot")],
       os.path.join(workdir, "snapshot_training.png"), keys=("loss",),
       label=lambda rec: "train (per step)" if rec["phase"] == "snapshot_train" else "test")
+  r.metrics.close()
   return {"rows": [row], "meta": meta}

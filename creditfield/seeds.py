@@ -1,0 +1,35 @@
+"""A study's seeds as one axis: per-seed pytrees stacked on a leading axis, and back.
+
+Seed s of a study is `config.seed + s`; its random streams are `rng.stream(seed, ...)` as in
+a single-seed run, so S seeds vmapped give the rows of S separate runs (`config.vmap_seeds`).
+"""
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def seed_list(config) -> list[int]:
+  return list(range(config.seed, config.seed + config.num_seeds))
+
+
+def stack(trees: Sequence):
+  """Per-seed pytrees -> one pytree with a leading seed axis."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def pick(tree, s: int):
+  """Seed s's slice of a stacked pytree."""
+  return jax.tree.map(lambda leaf: leaf[s], tree)
+
+
+def keys(fn, seeds: Sequence[int]) -> jax.Array:
+  """`fn(seed)` (a key) for every seed, stacked: (S, ...)."""
+  return jnp.stack([fn(seed) for seed in seeds])
+
+
+def chunk_metrics(metrics: dict, s: int) -> dict:
+  """Seed s's per-step metrics of a training chunk: (steps, S) -> (steps,); metrics that the
+  seeds share, (steps,) (e.g. steps_per_second), stay as they are."""
+  return {k: (v[:, s] if np.ndim(v) == 2 else v) for k, v in metrics.items()}
