@@ -14,6 +14,7 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from creditfield import distributed
 from creditfield import errors
 from creditfield import student as student_lib
 
@@ -55,10 +56,24 @@ def save(mngr: ocp.CheckpointManager, step: int, params, opt_state, meta: dict) 
   mngr.wait_until_finished()
 
 
+def _here(item_directory: str):
+  """The saved tree's shapes and dtypes, placed as this process's arrays are (replicated on the
+  current mesh, or on the default device), whatever topology (processes, devices) saved it."""
+  with ocp.StandardCheckpointer() as ckptr:
+    saved = ckptr.metadata(item_directory).item_metadata
+  mesh = jax.sharding.get_mesh()
+  sharding = (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()) if not mesh.empty
+              else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), saved)
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, params_like=None, opt_state_like=None):
-  """Restores (params, opt_state, meta) at `step`; `*_like` fix structure and dtypes."""
-  abstract = lambda t: None if t is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, t)
-  items = {"params": ocp.args.StandardRestore(abstract(params_like)),
+  """Restores (params, opt_state, meta) at `step`; `*_like` fix structure, dtypes and placement
+  (without them, the saved structure, replicated here)."""
+  abstract = lambda t: jax.tree.map(ocp.utils.to_shape_dtype_struct, t)
+  params = (abstract(params_like) if params_like is not None
+            else _here(os.path.join(str(mngr.directory), str(step), "params")))
+  items = {"params": ocp.args.StandardRestore(params),
            "meta": ocp.args.JsonRestore()}
   if opt_state_like is not None:
     items["opt_state"] = ocp.args.StandardRestore(abstract(opt_state_like))
@@ -173,8 +188,9 @@ def estimator_settings(config, data_fingerprint: str) -> dict:
 def save_estimator(directory: str, tree, settings: dict) -> None:
   """`save_tree`, with the settings that made it beside it (`<directory>.json`)."""
   save_tree(directory, tree)
-  with open(directory + ".json", "w") as f:
-    json.dump(settings, f, indent=1, sort_keys=True)
+  if distributed.is_writer():
+    with open(directory + ".json", "w") as f:
+      json.dump(settings, f, indent=1, sort_keys=True)
 
 
 def restore_estimator(directory: str, like, settings: dict):

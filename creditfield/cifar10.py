@@ -24,6 +24,7 @@ from absl import logging
 import numpy as np
 
 from creditfield import dataset as dataset_lib
+from creditfield import distributed
 from creditfield import errors
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -198,9 +199,11 @@ def load(config) -> dataset_lib.Dataset:
   if config.data.dir:
     builder, fingerprint = image_folder_builder(config.data.dir, data_dir)
     source = f"image folder {os.path.abspath(config.data.dir)}"
-    if not builder.is_prepared():
-      logging.info("Preparing %s into %s (once per source fingerprint).", source, data_dir)
-    builder.download_and_prepare()
+    if distributed.is_writer():  # in a multi-host run, process 0 prepares; the others wait
+      if not builder.is_prepared():
+        logging.info("Preparing %s into %s (once per source fingerprint).", source, data_dir)
+      builder.download_and_prepare()
+    distributed.barrier("cifar10 prepared")
   else:
     if not config.data.tfds_data_dir:
       raise DataError(f"No CIFAR-10 source given. {_OPTIONS}")

@@ -38,9 +38,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.compile_cache = ml_collections.ConfigDict(dict(dir="", min_compile_seconds=0.0))
   # A NaN/Inf loss stops the run (naming the step); True skips such steps instead.
   c.skip_nonfinite = False
-  # Data parallelism: `data` devices on the mesh's batch axis (0 = all local devices);
-  # `distributed` calls jax.distributed.initialize() first, for multi-host runs.
-  c.mesh = ml_collections.ConfigDict(dict(data=0, distributed=False))
+  # Data parallelism: `data` devices on the mesh's batch axis (0 = all devices);
+  # `distributed` joins the processes of a multi-host run first (distributed.py).
+  # `timeout_seconds`: how long a process of a distributed run waits for the others to join.
+  c.mesh = ml_collections.ConfigDict(dict(data=0, distributed=False, timeout_seconds=120))
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "cifar10"

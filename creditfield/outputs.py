@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 import creditfield
+from creditfield import distributed
 from creditfield import errors
 from creditfield import tensorboard_events
 
@@ -38,7 +39,8 @@ def prepare_workdir(workdir: str, config_json: str) -> bool:
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
   new = json.loads(config_json)
-  if os.path.exists(path):
+  resumed = os.path.exists(path)
+  if resumed:  # every process checks before any writes, so all of them refuse together
     with open(path) as f:
       try:
         old = json.load(f)
@@ -48,12 +50,16 @@ def prepare_workdir(workdir: str, config_json: str) -> bool:
       raise WorkdirConflictError(
           f"The workdir {workdir} holds a different run (its config.json differs from this "
           "config). Choose a new --workdir, or rerun with the same config to resume.")
-    return True
-  _atomic_write(path, json.dumps(new, indent=2, sort_keys=True))
-  return False
+  else:
+    _atomic_write(path, json.dumps(new, indent=2, sort_keys=True))
+  distributed.barrier("workdir prepared")
+  return resumed
 
 
 def _atomic_write(path: str, text: str) -> None:
+  """Writes `text` to `path` in one rename (by process 0 alone in a multi-host run)."""
+  if not distributed.is_writer():
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     f.write(text)
@@ -69,6 +75,8 @@ class MetricsWriter:
     self.events = tensorboard_events.EventWriter(os.path.join(workdir, "tensorboard"))
 
   def __call__(self, records: Iterable[dict]) -> None:
+    if not distributed.is_writer():
+      return
     records = list(records)
     with open(self.path, "a") as f:
       for r in records:
@@ -130,7 +138,14 @@ def _clean(v):
   return v
 
 
+def write_text(path: str, text: str) -> None:
+  """A text output of the run (tables.md, ...), written atomically by process 0."""
+  _atomic_write(path, text)
+
+
 def write_results(workdir: str, rows: Sequence[dict], meta: dict, columns=None) -> None:
+  if not distributed.is_writer():
+    return
   rows = [{k: _clean(v) for k, v in r.items()} for r in rows]
   _atomic_write(os.path.join(workdir, "results.json"),
                 json.dumps({"rows": rows, "meta": meta}, indent=1, sort_keys=True))

@@ -6,10 +6,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from creditfield import distributed  # pylint: disable=g-bad-import-order
+
 
 def _save(fig, path: str) -> None:
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  if distributed.is_writer():  # process 0 of a multi-host run
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
@@ -101,7 +104,7 @@ def delta_vs_gamma(rows: Sequence[dict], path: str, *, deltas: Sequence[str], di
       ax.set_ylabel(delta)
       ax.set_title(f"lr={lr:g}", fontsize=9)
       ax.grid(alpha=0.3)
-  if any(ax.lines for ax in axes.flat):
+  if axes[0][0].get_legend_handles_labels()[0]:
     axes[0][0].legend(fontsize=6)
   fig.suptitle(title, fontsize=10)
   _save(fig, path)

@@ -4,6 +4,7 @@ import sys
 import jax
 
 from creditfield import compile_cache
+from creditfield import distributed
 from creditfield import errors
 from creditfield import sharding
 from creditfield import validation
@@ -18,6 +19,7 @@ def run_experiment(config, workdir: str) -> dict:
   jax.config.update("jax_disable_most_optimizations", bool(config.xla_fast_compile))
   try:
     validation.validate(config)
+    distributed.check_same_config(config.to_json_best_effort(sort_keys=True))
     compile_cache.enable(config.compile_cache)
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_sizes(config, mesh.size)
@@ -51,9 +53,9 @@ def _dispatch(config, workdir: str) -> dict:
 
 def main(config, workdir: str) -> dict:
   """Entry point for experiments/main.py: a user error exits 1 with a one-paragraph message."""
-  if config.mesh.distributed:  # multi-host: one process per host, before any JAX work
-    jax.distributed.initialize()
   try:
+    if config.mesh.distributed:  # multi-host: one process per host, before any JAX work
+      distributed.initialize(config.mesh)
     return run_experiment(config, workdir)
   except errors.UserError as e:
     sys.stderr.write(f"\ncreditfield error: {e}\n")

@@ -87,14 +87,16 @@ def main():
   tables = {}
   for n in (1, 4):
     config = config_defaults.load(config_path, "synthetic,runlocal")
-    # An exact, a sampled and a learned credit, and two kinds of rule; the rest of Phase
-    # 6C's grid only repeats these programs, and this process has 2 CPU cores.
-    config.credit.names = "oracle,forward_gradient,vector_field"
+    # An exact and a learned credit, and two kinds of rule; the rest of Phase 6C's grid
+    # only repeats these programs, and this process has 2 CPU cores.
+    config.credit.names = "oracle,vector_field"
     config.phase6.rules = "inner_product,local_ce"
     config.mesh.data = n
     with tempfile.TemporaryDirectory() as workdir:
       result = run_lib.run_experiment(config, workdir)
-    tables[n] = [r for r in result["rows"] if r["seed"] == "all"]
+    # Rank correlations are left out: over a few points whose delta losses differ by rounding,
+    # a rank can flip between meshes (the values they rank are compared here).
+    tables[n] = [r for r in result["rows"] if r["seed"] == "all" and r.get("kind") is None]
     out[f"meta_mesh_{n}"] = result["meta"]["mesh"]
   out["phase6c_rows"] = len(tables[4])
   out["phase6c_same_keys"] = all(

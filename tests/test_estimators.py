@@ -12,14 +12,17 @@ from creditfield import student as student_lib
 def _credit(est, params, x, y, key=jax.random.PRNGKey(3)):
   acts = est.activations(params, x, y)
   phi = est.init(key, params, acts)
-  return est.credit(phi, params, acts, key), acts
+  return jax.jit(est.credit)(phi, params, acts, key), acts
 
 
 def _quality(spec, params, x, y, credit, sigma=1e-3):
-  oracle = student_lib.oracle_grads(spec, params, x, y)
-  acts = student_lib.activations(spec, params, x, y)
-  return diagnostics.credit_quality(spec, params, acts, credit, oracle, jax.random.PRNGKey(9),
-                                    num_directions=16, sigma=sigma, nudge_eps=1e-3)
+  @jax.jit
+  def quality(params, x, y, credit):
+    oracle = student_lib.oracle_grads(spec, params, x, y)
+    acts = student_lib.activations(spec, params, x, y)
+    return diagnostics.credit_quality(spec, params, acts, credit, oracle, jax.random.PRNGKey(9),
+                                      num_directions=16, sigma=sigma, nudge_eps=1e-3)
+  return quality(params, x, y, credit)
 
 
 def test_oracle_has_gamma_one_nudge_one_and_rho_near_one(spec, params, batch):
@@ -92,6 +95,7 @@ def test_oracle_dial_has_cosine_gamma_and_the_true_norm_per_sample(spec, params,
   new key gives a new random part (fresh per step), gamma = 1 gives the oracle itself."""
   x, y = batch
   est = estimators.oracle_dial(spec)
+  est = est._replace(credit=jax.jit(est.credit))
   acts = est.activations(params, x, y)
   g = student_lib.oracle_grads(spec, params, x, y)
   norm = lambda v: jnp.linalg.norm(v, axis=-1)

@@ -1,6 +1,6 @@
 """Data parallelism on 4 simulated CPU devices: every sharded computation equals the
-single-device one, a whole Phase 6C study (an exact, a sampled and a learned credit) gives
-the same table, and bad meshes or batch sizes are clear errors before any work.
+single-device one, a whole Phase 6C study (an exact and a learned credit) gives the same
+table, and bad meshes or batch sizes are clear errors before any work.
 Runs `sharding_check.py` in a fresh process, since the device count is fixed when JAX starts."""
 import json
 import os
@@ -33,7 +33,7 @@ def test_sharding_each_step_equals_the_single_device_step(report, computation):
 
 def test_sharding_full_phase6c_study_gives_the_same_table(report):
   assert report["meta_mesh_1"] == {"data": 1} and report["meta_mesh_4"] == {"data": 4}
-  assert report["phase6c_rows"] > 50 and report["phase6c_same_keys"]
+  assert report["phase6c_rows"] >= 48 and report["phase6c_same_keys"]
   assert report["phase6c_max_diff"] < 1e-4, report["phase6c_max_diff"]
 
 

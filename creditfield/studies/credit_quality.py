@@ -262,8 +262,7 @@ def run(config, workdir: str) -> dict:
                             layers="integers 0..L-1; mean = mean over those hidden layers; "
                                    "terminal = layer L")
     outputs.write_results(workdir, summary + rows, meta, columns=TABLE)
-    with open(os.path.join(workdir, "tables.md"), "w") as f:
-      f.write(report_markdown(summary))
+    outputs.write_text(os.path.join(workdir, "tables.md"), report_markdown(summary))
   print(outputs.text_table([s for s in summary if s["layer"] in ("mean", "terminal")], TABLE))
   plot(workdir, summary, r.metrics.read())
   r.metrics.close()

@@ -226,6 +226,5 @@ def _write(r, rows: list[dict]) -> tuple[list[dict], dict]:
                           train_seconds="training chunks only; evaluation and compilation "
                                         "excluded")
   outputs.write_results(r.workdir, summary + rows, meta, columns=TABLE)
-  with open(os.path.join(r.workdir, "tables.md"), "w") as f:
-    f.write(report_markdown(summary, r.spec.task))
+  outputs.write_text(os.path.join(r.workdir, "tables.md"), report_markdown(summary, r.spec.task))
   return summary, meta
