@@ -39,5 +39,7 @@ def get_config(arg=None):
     c.local_train.update(dict(steps=3000, eval_every=500, augment="none"))
   if "runlocal" in args:
     config_defaults.shrink_for_runlocal(c)
+    # One credit of each kind (exact, free, sampled, learned, none): each is a compiled program.
+    c.credit.names = "oracle,identity,forward_gradient,vector_field,zero"
     c.local_train.update(dict(steps=40, eval_every=20, batch_size=64, warmup_steps=10))
   return c

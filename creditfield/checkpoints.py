@@ -14,6 +14,7 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from creditfield import dataset as dataset_lib
 from creditfield import distributed
 from creditfield import errors
 from creditfield import student as student_lib
@@ -160,10 +161,10 @@ def restore_tree(directory: str, like):
                          jax.tree.map(ocp.utils.to_shape_dtype_struct, like))
 
 
-# What a trained estimator depends on, besides its seed (which names its folder).
-ESTIMATOR_SECTIONS = ("credit", "estimator", "student", "snapshot", "data")
-ESTIMATOR_IGNORED = ("credit.names", "credit.M_values", "snapshot.checkpoint_every",
-                     "snapshot.eval_every", "snapshot.log_every")
+# What a trained estimator depends on, besides its seed (which names its folder) and the
+# student it learned (its parameters' fingerprint, wherever the snapshot came from).
+ESTIMATOR_SECTIONS = ("credit", "estimator", "student", "data")
+ESTIMATOR_IGNORED = ("credit.names", "credit.M_values")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -176,13 +177,15 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return out
 
 
-def estimator_settings(config, data_fingerprint: str) -> dict:
-  """The flat config fields a trained estimator depends on, and the data's fingerprint."""
+def estimator_settings(config, data_fingerprint: str, student_params) -> dict:
+  """The flat config fields a trained estimator depends on, and the fingerprints of the data
+  and of the frozen student it learned."""
   tree = json.loads(config.to_json_best_effort())
   flat = _flatten({k: tree[k] for k in ESTIMATOR_SECTIONS if k in tree})
   for key in ESTIMATOR_IGNORED:
     flat.pop(key, None)
-  return dict(flat, data_fingerprint=data_fingerprint)
+  return dict(flat, data_fingerprint=data_fingerprint,
+              student_fingerprint=dataset_lib.fingerprint_arrays(*jax.tree.leaves(student_params)))
 
 
 def save_estimator(directory: str, tree, settings: dict) -> None:

@@ -19,7 +19,11 @@ The streams the studies use (parents / leaves):
   estimator/<name>/M<M>   init, steps -> batch, augment, loss; eval    estimator training
   diagnostics       batch, quality                              credit-quality batches
   phase6            batches, projections, sweep                 Phase 6 k-step scans
-  local_train       student, estimator, steps -> ..., quality, projections
+  local_train       init -> student, estimator; steps -> ...; quality, projections,
+                    estimator_warmup                            local training
+Seed s of a study uses the streams of `stream(s, ...)`, vmapped or not (seeds.py). The one
+host-side generator, Phase 6's bootstrap over seeds, is numpy's default_rng seeded with
+[config.seed, name_id("phase6/correlation")].
 tests/test_rng.py checks that no two keys of a run are equal.
 """
 import hashlib

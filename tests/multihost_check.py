@@ -3,7 +3,7 @@
   python multihost_check.py WORKDIR PORT
 runs, as two processes of 2 simulated CPU devices each (JAX_COORDINATOR_ADDRESS, ...,
 --config.mesh.distributed=True), a snapshot that is stopped and resumed, then a Phase 6C study
-on it, and the same study in one process of 4 devices; prints a JSON report.
+on it, and the same study in one process of 4 devices and of 1 device; prints a JSON report.
 """
 import json
 import os
@@ -52,7 +52,8 @@ def two_processes(args, workdir, port) -> list[int]:
 
 def main():
   root, port = sys.argv[1], int(sys.argv[2])
-  multi, single, snap = (os.path.join(root, n) for n in ("phase6_multi", "phase6_single", "snap"))
+  multi, single, one_device, snap = (os.path.join(root, n) for n in (
+      "phase6_multi", "phase6_single", "phase6_one_device", "snap"))
   report = {}
   report["snapshot_rc"] = two_processes(SNAPSHOT, snap, port)
   if report["snapshot_rc"] != [0, 0]:
@@ -68,11 +69,13 @@ def main():
   report["snapshot_resume_rc"] = two_processes(SNAPSHOT, snap, port + 1)
   with open(os.path.join(snap, "results.json")) as f:
     report["snapshot_resumed"] = json.load(f)["rows"][0]
-  # Phase 6 on that snapshot (saved by two processes): two processes, and one of 4 devices.
+  # Phase 6 on that snapshot (saved by two processes): two processes of 2 devices, one process
+  # of 4 devices (the reference) and one of 1 device (sharding changes nothing either).
   phase6 = PHASE6 + (f"--config.snapshot.path={snap}",)
   reference = launch(phase6, single, 4)
   report["phase6_multi_rc"] = two_processes(phase6, multi, port + 2)
   report["phase6_single_rc"] = wait_all([reference])
+  report["phase6_one_device_rc"] = wait_all([launch(phase6, one_device, 1)])
   print(json.dumps(report))
 
 

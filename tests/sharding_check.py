@@ -1,11 +1,11 @@
 """Run in a fresh process with 4 simulated CPU devices by test_sharding.py; prints JSON.
 
-Each sharded computation is compared with the same computation without a mesh.
+Each sharded computation is compared with the same computation without a mesh; whole studies
+on 1 and 4 devices (and on 2 processes) are compared by multihost_check.py.
 """
 import json
 import os
 import sys
-import tempfile
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 
@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from creditfield import bp_training, config_defaults, diagnostics, estimator_training, estimators
-from creditfield import exploit, rules, run as run_lib, sharding
+from creditfield import exploit, rules, sharding
 from creditfield import student as student_lib
 
 
@@ -82,29 +82,6 @@ def main():
       errors[name] = str(e)
   out["errors"] = errors
 
-  config_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "configs", "phase6c.py")
-  tables = {}
-  for n in (1, 4):
-    config = config_defaults.load(config_path, "synthetic,runlocal")
-    # An exact and a learned credit, and two kinds of rule; the rest of Phase 6C's grid
-    # only repeats these programs, and this process has 2 CPU cores.
-    config.credit.names = "oracle,vector_field"
-    config.phase6.rules = "inner_product,local_ce"
-    config.mesh.data = n
-    with tempfile.TemporaryDirectory() as workdir:
-      result = run_lib.run_experiment(config, workdir)
-    # Rank correlations are left out: over a few points whose delta losses differ by rounding,
-    # a rank can flip between meshes (the values they rank are compared here).
-    tables[n] = [r for r in result["rows"] if r["seed"] == "all" and r.get("kind") is None]
-    out[f"meta_mesh_{n}"] = result["meta"]["mesh"]
-  out["phase6c_rows"] = len(tables[4])
-  out["phase6c_same_keys"] = all(
-      {k: v for k, v in a.items() if not isinstance(v, float)} ==
-      {k: v for k, v in b.items() if not isinstance(v, float)}
-      for a, b in zip(tables[1], tables[4]))
-  out["phase6c_max_diff"] = max(abs(a[k] - b[k]) for a, b in zip(tables[1], tables[4])
-                                for k in a if isinstance(a[k], float))
   json.dump(out, sys.stdout)
 
 

@@ -1,6 +1,7 @@
 """Multi-host for real: the same study as two processes joined by jax.distributed over loopback
-(2 simulated CPU devices each, JAX's CPU collectives) equals one process of 4 devices, only
-process 0 writes, a snapshot resumes across processes and loads in one process."""
+(2 simulated CPU devices each, JAX's CPU collectives) equals one process of 4 devices, which
+equals one device; only process 0 writes; a snapshot resumes across processes and loads in one
+process."""
 import glob
 import json
 import os
@@ -42,19 +43,30 @@ def _rows(workdir):
     return json.load(f)["rows"]
 
 
+def _same_table(rows, reference):
+  assert len(rows) == len(reference) > 20
+  key = lambda r: tuple(str(r.get(k)) for k in ("kind", "credit", "rule", "eta", "lr", "k",
+                                                "seed", "over", "delta"))
+  reference = {key(r): r for r in reference}
+  for row in rows:
+    other = reference[key(row)]
+    for name in ("gamma", "gamma_weighted", "rho", "delta_loss_update", "delta_loss_heldout"):
+      if name in row:
+        assert abs(row[name] - other[name]) <= 1e-5 + 1e-4 * abs(other[name]), (row, other)
+
+
 def test_two_processes_give_the_one_process_table(report):
   root, result, logs = report
   assert result["phase6_multi_rc"] == [0, 0] and result["phase6_single_rc"] == [0], logs
-  multi, single = _rows(root / "phase6_multi"), _rows(root / "phase6_single")
-  assert len(multi) == len(single) > 20
-  key = lambda r: tuple(str(r.get(k)) for k in ("kind", "credit", "rule", "eta", "lr", "k",
-                                                "seed", "over", "delta"))
-  single = {key(r): r for r in single}
-  for row in multi:
-    other = single[key(row)]
-    for name in ("gamma", "delta_loss_update", "delta_loss_heldout"):
-      if name in row:
-        assert abs(row[name] - other[name]) <= 1e-5 + 1e-4 * abs(other[name]), (row, other)
+  _same_table(_rows(root / "phase6_multi"), _rows(root / "phase6_single"))
+  with open(root / "phase6_multi" / "results.json") as f:
+    assert json.load(f)["meta"]["mesh"] == {"data": 4}
+
+
+def test_four_devices_give_the_one_device_table(report):
+  root, result, logs = report
+  assert result["phase6_one_device_rc"] == [0], logs
+  _same_table(_rows(root / "phase6_single"), _rows(root / "phase6_one_device"))
 
 
 def test_only_process_zero_writes(report):

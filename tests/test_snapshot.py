@@ -98,16 +98,22 @@ def test_a_trained_estimator_is_reused_only_with_the_settings_that_made_it(tmp_p
   """Estimator checkpoints carry their settings: other settings are a clear error naming the
   differing fields and the choices, not a silent reuse."""
   config = config_defaults.load(os.path.join(ROOT, "configs", "phase6c.py"), "synthetic,runlocal")
-  settings = checkpoints.estimator_settings(config, "fingerprint-a")
+  student = {"w": jnp.ones(3)}
+  settings = checkpoints.estimator_settings(config, "fingerprint-a", student)
   tree = {"w": jnp.arange(4.0)}
   path = str(tmp_path / "estimators" / "vector_field_M4_seed0")
   checkpoints.save_estimator(path, tree, settings)
   np.testing.assert_array_equal(checkpoints.restore_estimator(path, tree, settings)["w"], tree["w"])
   config.estimator.lr = 3e-3
   config.credit.names = "oracle"  # not a setting of the estimator: ignored
-  changed = checkpoints.estimator_settings(config, "fingerprint-a")
+  changed = checkpoints.estimator_settings(config, "fingerprint-a", student)
   with pytest.raises(checkpoints.EstimatorConfigError,
                      match=r"estimator\.lr: saved 0\.001, now 0\.003.*new --workdir.*estimators/"):
     checkpoints.restore_estimator(path, tree, changed)
+  config.estimator.lr = 1e-3
   with pytest.raises(checkpoints.EstimatorConfigError, match="data_fingerprint"):
-    checkpoints.restore_estimator(path, tree, checkpoints.estimator_settings(config, "other"))
+    checkpoints.restore_estimator(path, tree, checkpoints.estimator_settings(config, "other",
+                                                                             student))
+  with pytest.raises(checkpoints.EstimatorConfigError, match="student_fingerprint"):
+    checkpoints.restore_estimator(path, tree, checkpoints.estimator_settings(
+        config, "fingerprint-a", {"w": jnp.zeros(3)}))

@@ -88,3 +88,8 @@ def test_phase6c_runlocal_dial_spans_gamma_and_correlations_are_rows(phase6c_run
   assert ip and ip[0]["spearman"] == -1.0, ip
   for name in ("delta_loss_vs_gamma_inner_product.png", "delta_loss_vs_gamma_cosine.png"):
     assert (tmp_path / name).stat().st_size > 0
+
+
+def test_same_config_and_seed_reproduce_bit_identical_results(tmp_path, phase6c_runlocal):
+  again = _run("phase6c", tmp_path)
+  assert again["rows"] == phase6c_runlocal[1]["rows"]
