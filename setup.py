@@ -28,6 +28,6 @@ setuptools.setup(
         # CIFAR-10 through TFDS's NumPy path (array_record); no TensorFlow needed.
         "cifar": CIFAR,
         # The tests exercise the CIFAR-10 data path too, on tiny data they write.
-        "test": ["pytest>=7"] + CIFAR,
+        "test": ["pytest>=7", "pytest-xdist>=3.5"] + CIFAR,
     },
 )
