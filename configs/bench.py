@@ -23,10 +23,12 @@ def get_config(arg=None):
       warmup=5, repeats=50, precisions="highest,default", square_matmul=8192,
       # Steps per timed call: 1 = one jitted step per call (host dispatch included);
       # 20 = a chunk of the training loop (`training_loop.run`), as training runs.
-      steps_per_call=(1, 20)))
+      steps_per_call=(1, 20),
+      # The vector_field step of S seeds vmapped (timed per seed-step, in the longest chunk).
+      seeds=(1, 3, 8), seeds_M_values=(4, 32)))
   if "runlocal" in args:
     c.bench.update(dict(batch_size=32, in_dim=64, width=32, credit_hidden=(64, 64),
                         M_values=(1, 4), warmup=2, repeats=5, precisions="highest",
                         square_matmul=256,
-                        steps_per_call=(1, 4)))
+                        steps_per_call=(1, 4), seeds=(1, 2), seeds_M_values=(4,)))
   return c

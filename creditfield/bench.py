@@ -136,14 +136,19 @@ def compiled_steps(step_fn, state, data, steps_per_call: int):
 
 
 def estimator_step(cfg, spec, params, x_all, y_all, key, name: str, m: int,
-                   steps_per_call: int = 1):
-  """One estimator training step (`compiled_steps`) on the reference workload."""
+                   steps_per_call: int = 1, num_seeds: int = 0):
+  """One estimator training step (`compiled_steps`) on the reference workload; with
+  `num_seeds` S > 0, the step of S seeds vmapped (as studies train their seeds)."""
   ecfg = _estimator_cfg(cfg)
   est = estimators.make(name, spec, _credit_config(cfg), m)
-  phi = estimator_training.initial_params(est, key, params, x_all, y_all, cfg.batch_size)
-  return compiled_steps(estimator_training.make_train_step(est, ecfg),
-                        estimator_training.init_state(ecfg, phi), (params, x_all, y_all, key),
-                        steps_per_call)
+  step_fn = estimator_training.make_train_step(est, ecfg)
+  init = lambda k: estimator_training.init_state(ecfg, estimator_training.initial_params(
+      est, k, params, x_all, y_all, cfg.batch_size))
+  if not num_seeds:
+    return compiled_steps(step_fn, init(key), (params, x_all, y_all, key), steps_per_call)
+  keys = jax.random.split(key, num_seeds)
+  return compiled_steps(estimator_training.seeds_step(step_fn), jax.vmap(init)(keys),
+                        (params, x_all, y_all, keys), steps_per_call)
 
 
 def _time_steps(call, steps_per_call: int, cfg) -> np.ndarray:
@@ -186,6 +191,15 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
     for m in cfg.M_values:
       out.append(estimator_bench("vector_field", m, n))
     out.append(estimator_bench("scalar_bridge", cfg.M_values[0], n))
+
+  # S seeds vmapped in one step, as the studies train them: milliseconds per seed-step.
+  for m in cfg.seeds_M_values:
+    for s in cfg.seeds:
+      n = max(cfg.steps_per_call)
+      call, stats = estimator_step(cfg, spec, params, x_all, y_all, key, "vector_field", m, n, s)
+      out.append(_row("vector_field_step_seeds", _time_steps(call, n * s, cfg),
+                      _per_step(stats, n * s), b, mm_tflops, M=m, seeds=s, steps_per_call=n,
+                      **common))
 
   # Credit evaluation + Gamma/rho/nudge on one batch (vector_field credit, oracle reference).
   est = estimators.make("vector_field", spec, ccfg, cfg.M_values[0])

@@ -101,7 +101,7 @@ def make_train_step(estimator: base.CreditEstimator, cfg, image_shape=None,
 
 
 @functools.lru_cache(maxsize=128)
-def _seeds_step(step_fn, student_per_seed: bool):
+def seeds_step(step_fn, student_per_seed: bool = False):
   """`step_fn` over a leading seed axis of the state and of the key (and student) in `data`."""
   return jax.vmap(step_fn, in_axes=((0 if student_per_seed else None, None, None, 0), 0, None))
 
@@ -132,25 +132,36 @@ def train_seeds(estimator: base.CreditEstimator, student_params, x_train, y_trai
                  in_axes=(0, 0 if student_per_seed else None))(keys, student_params)
   if not estimator.learned or cfg.steps == 0:
     return phi
-  state = jax.vmap(lambda p: init_state(cfg, p))(phi)
-  step_fn = _seeds_step(make_train_step(estimator, cfg, image_shape, skip_nonfinite),
-                        student_per_seed)
+  step_fn = seeds_step(make_train_step(estimator, cfg, image_shape, skip_nonfinite),
+                       student_per_seed)
 
+  def records(first_step, metrics, phi):
+    return [record for s in range(num_seeds) for record in _records(
+        first_step, seeds_lib.chunk_metrics(metrics, s), seeds_lib.pick(phi, s), monitors[s],
+        tags[s])]
+
+  return _fit(step_fn, jax.vmap(lambda p: init_state(cfg, p))(phi),
+              (student_params, x_train, y_train, keys), cfg, records, on_metrics,
+              f"estimator {estimator.name} ({num_seeds} seeds)")
+
+
+def _records(first_step, metrics, phi, monitor, tags) -> list[dict]:
+  """A chunk's per-step records, the monitor's values (of the credit's `phi`) on the last."""
+  out = training_loop.per_step_records(first_step, metrics, **tags)
+  if monitor is not None:
+    out[-1].update(monitor(phi))
+  return out
+
+
+def _fit(step_fn, state, data, cfg, records, on_metrics, what):
+  """Runs `cfg.steps` steps; `records(first_step, metrics, credit_params)` feeds on_metrics."""
   def on_chunk(first_step, metrics, state):
-    records = []
-    for s in range(num_seeds):
-      seed_records = training_loop.per_step_records(
-          first_step, seeds_lib.chunk_metrics(metrics, s), **tags[s])
-      if monitors[s] is not None:
-        seed_records[-1].update(monitors[s](seeds_lib.pick(credit_params(state, cfg), s)))
-      records += seed_records
     if on_metrics is not None:
-      on_metrics(records)
+      on_metrics(records(first_step, metrics, credit_params(state, cfg)))
 
-  state = training_loop.run(
-      step_fn, state, (student_params, x_train, y_train, keys), start=0, num_steps=cfg.steps,
-      chunk_size=training_loop.chunk_size(cfg.steps, cfg.log_every),
-      what=f"estimator {estimator.name} ({num_seeds} seeds)", on_chunk=on_chunk)
+  state = training_loop.run(step_fn, state, data, start=0, num_steps=cfg.steps,
+                            chunk_size=training_loop.chunk_size(cfg.steps, cfg.log_every),
+                            what=what, on_chunk=on_chunk)
   return credit_params(state, cfg)
 
 
@@ -167,18 +178,7 @@ def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg
   phi = initial_params(estimator, key, student_params, x_train, y_train, cfg.batch_size)
   if not estimator.learned or cfg.steps == 0:
     return phi
-  state = init_state(cfg, phi)
-  step_fn = make_train_step(estimator, cfg, image_shape, skip_nonfinite)
-
-  def on_chunk(first_step, metrics, state):
-    records = training_loop.per_step_records(first_step, metrics, **tags)
-    if monitor is not None:
-      records[-1].update(monitor(credit_params(state, cfg)))
-    if on_metrics is not None:
-      on_metrics(records)
-
-  state = training_loop.run(
-      step_fn, state, (student_params, x_train, y_train, key), start=0, num_steps=cfg.steps,
-      chunk_size=training_loop.chunk_size(cfg.steps, cfg.log_every),
-      what=f"estimator {estimator.name}", on_chunk=on_chunk)
-  return credit_params(state, cfg)
+  return _fit(make_train_step(estimator, cfg, image_shape, skip_nonfinite), init_state(cfg, phi),
+              (student_params, x_train, y_train, key), cfg,
+              lambda first_step, metrics, phi: _records(first_step, metrics, phi, monitor, tags),
+              on_metrics, f"estimator {estimator.name}")
