@@ -36,12 +36,13 @@ def get_config(arg=None):
       enabled=True, M=4, M_values=(1, 2, 16), targets="jvp",
       conditioning="label,error,delta_L",
       variants=",".join((
-          "steps=10000", "normalization=none", "output_init=1.0", "learn_terminal=True",
+          "steps=10000", "scale_floor=0.1", "normalization=none", "output_init=1.0",
+          "learn_terminal=True",
           "residual=True", "regression=forward_gradient", "embedding=sinusoidal",
           "credit_params=raw", "lr=0.003", "smoothness=0.1", "contrastive=0.1",
           "augment=flip_crop", "batch_size=256", "hidden=1024:1024", "steps=10000+batch_size=256",
           PREVIOUS_DEFAULTS, "scalar_bridge:steps=10000", "scalar_bridge:normalization=none",
-          "scalar_bridge:output_init=1.0"))))
+          "scalar_bridge:output_init=1.0", "scalar_bridge:scale_floor=0.0"))))
   if "synthetic" in args:
     config_defaults.use_synthetic(c)
   c.data.synthetic.alpha = 1.0

@@ -71,23 +71,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.credit.fd_eps = 1e-2
   # What both learned estimators share (credit_net.py): the layer embedding (learned |
   # sinusoidal, time_dim features); targets in units of ||delta_L|| per sample (normalization
-  # delta_L | none), floored at scale_floor x the batch RMS; the last layer's init scale
-  # (0 = zeros); learn_terminal=False returns delta_L itself at layer L (exact there).
+  # delta_L | none), floored at each estimator's scale_floor x the batch RMS (below); the last
+  # layer's init scale (0 = zeros); learn_terminal=False returns delta_L itself at layer L.
   c.credit.time_dim = 16
   c.credit.embedding = "learned"
   c.credit.normalization = "delta_L"
-  c.credit.scale_floor = 0.1
   c.credit.output_init = 0.0
   c.credit.learn_terminal = False
   c.credit.forward_gradient = ml_collections.ConfigDict(dict(targets="jvp"))
   # regression: forward_gradient | directional (vector_field.py); contrastive: the weight of
-  # the memo's soft contrastive term (0 = off).
+  # the memo's soft contrastive term (0 = off). scale_floor (credit_net.credit_scale): each
+  # estimator's measured best, 0 for the field (every sample weighs the same) and 0.1 for the
+  # bridge (docs/results/scale_floor.md).
   c.credit.vector_field = ml_collections.ConfigDict(dict(
       hidden=(512, 512), regression="directional", beta=1.0, smoothness=0.0,
-      contrastive=0.0, contrastive_tau=0.1, residual=False))
+      contrastive=0.0, contrastive_tau=0.1, residual=False, scale_floor=0.0))
   c.credit.scalar_bridge = ml_collections.ConfigDict(dict(
       hidden=(512, 512), num_noise=4, tau=0.1, sigma=0.1, bridge_weight=1.0,
-      value_weight=1.0, gradient_weight=1.0))
+      value_weight=1.0, gradient_weight=1.0, scale_floor=0.1))
 
   # Training of learned estimators against the frozen student.
   # credit_params: the EMA of the credit net's parameters (ema) or the raw ones (raw) give

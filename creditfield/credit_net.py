@@ -32,8 +32,12 @@ def unit(a, eps=1e-30):
 def credit_scale(kind: str, delta_L_BxD: jax.Array, floor: float) -> jax.Array:
   """Per-sample scale (B, 1) of the learned estimators' targets.
 
-  `delta_L`: ||delta_L||, floored at `floor` times the batch's RMS of it, so that samples
-  the student fits almost perfectly (whose fd targets are float rounding) are not blown up.
+  `delta_L`: ||delta_L||, floored at `floor` times the batch's RMS of it (and never below
+  1e-6 of it, where a sample's delta_L is 0 in float32). With floor 0 every sample weighs the
+  same in the regression, as in Gamma, a per-sample cosine: the vector field's default (0.1
+  shrank the targets of the samples the snapshot fits well and cost it hidden-layer Gamma on
+  both tasks). The scalar bridge, whose value consistency runs through those samples too,
+  keeps 0.1, where it learns better (docs/results/scale_floor.md).
   `none`: 1 (raw targets; the old, scale-dependent regression, kept for the ablation).
   """
   if kind == "none":
@@ -42,7 +46,7 @@ def credit_scale(kind: str, delta_L_BxD: jax.Array, floor: float) -> jax.Array:
     raise errors.UserError(f"Unknown normalization {kind!r}; expected one of {NORMALIZATIONS}.")
   norm = jnp.linalg.norm(delta_L_BxD, axis=-1, keepdims=True)
   rms = jnp.sqrt(jnp.mean(jnp.square(norm)))
-  return jax.lax.stop_gradient(jnp.maximum(norm, floor * rms) + 1e-30)
+  return jax.lax.stop_gradient(jnp.maximum(norm, max(floor, 1e-6) * rms) + 1e-30)
 
 
 def conditioning(kind: str, acts: student_lib.Activations, spec) -> jax.Array:

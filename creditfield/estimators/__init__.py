@@ -50,20 +50,19 @@ def make(name: str, spec, credit_config, num_directions=None) -> CreditEstimator
     return forward_gradient(spec, m, c.directions, c.forward_gradient.targets, c.fd_eps)
   shared = dict(hidden=None, time_dim=c.time_dim, embedding=c.embedding,
                 conditioning=c.conditioning, normalization=c.normalization,
-                scale_floor=c.scale_floor, output_init=c.output_init,
-                learn_terminal=c.learn_terminal)
+                output_init=c.output_init, learn_terminal=c.learn_terminal)
   if name == "vector_field":
     v = c.vector_field
     return vector_field(spec, VectorFieldConfig(**dict(
         shared, hidden=tuple(v.hidden), num_directions=m, directions=c.directions,
         targets=c.targets, eps=c.fd_eps, regression=v.regression, beta=v.beta,
         smoothness=v.smoothness, contrastive=v.contrastive,
-        contrastive_tau=v.contrastive_tau, residual=v.residual)))
+        contrastive_tau=v.contrastive_tau, residual=v.residual, scale_floor=v.scale_floor)))
   if name == "scalar_bridge":
     s = c.scalar_bridge
     return scalar_bridge(spec, ScalarBridgeConfig(**dict(
         shared, hidden=tuple(s.hidden), num_noise=s.num_noise, tau=s.tau, sigma=s.sigma,
         bridge_weight=s.bridge_weight, value_weight=s.value_weight,
-        gradient_weight=s.gradient_weight)))
+        gradient_weight=s.gradient_weight, scale_floor=s.scale_floor)))
   parse_names(name)  # raises with the list of valid names
   raise AssertionError(name)

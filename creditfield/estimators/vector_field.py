@@ -58,7 +58,7 @@ class VectorFieldConfig:
   contrastive_tau: float = 0.1
   residual: bool = False
   normalization: str = "delta_L"
-  scale_floor: float = 0.1
+  scale_floor: float = 0.0
   output_init: float = 0.0
   learn_terminal: bool = False
 
