@@ -31,11 +31,10 @@ def parse_names(names: str) -> tuple[str, ...]:
 
 
 def make(name: str, spec, credit_config, num_directions=None) -> CreditEstimator:
-  """Builds estimator `name` from `config.credit`; `num_directions` overrides M."""
+  """Builds estimator `name` from `config.credit` (checked by validation.py); `num_directions`
+  overrides M."""
   c = credit_config
   m = c.M if num_directions is None else num_directions
-  if m < 1:
-    raise errors.UserError(f"The number of directions M must be >= 1, got {m}.")
   if name == "oracle":
     return oracle(spec)
   if name == "oracle_dial":
