@@ -6,6 +6,7 @@ import jax
 from creditfield import compile_cache
 from creditfield import distributed
 from creditfield import errors
+from creditfield import run_stats
 from creditfield import sharding
 from creditfield import validation
 
@@ -14,6 +15,7 @@ EXPERIMENTS = ("phase1", "pivot", "snapshot", "phase6a", "phase6c", "local_train
 
 def run_experiment(config, workdir: str) -> dict:
   """Runs `config.experiment` and returns its {"rows", "meta"}."""
+  stopwatch = run_stats.Stopwatch()
   previous = jax.config.values["jax_disable_most_optimizations"]
   # Tiny `runlocal` studies are dominated by XLA compile time, not run time.
   jax.config.update("jax_disable_most_optimizations", bool(config.xla_fast_compile))
@@ -26,7 +28,10 @@ def run_experiment(config, workdir: str) -> dict:
     # Finite-difference targets and diagnostics need true fp32 matmuls: a GPU's
     # default TF32 would put ~1e-3 relative noise into every loss difference.
     with jax.default_matmul_precision(config.matmul_precision), jax.set_mesh(mesh):
-      return _dispatch(config, workdir)
+      result = _dispatch(config, workdir)
+    if distributed.is_writer():
+      run_stats.write(workdir, stopwatch.stats(config.experiment))
+    return result
   finally:
     jax.config.update("jax_disable_most_optimizations", previous)
 

@@ -2,8 +2,9 @@ r"""Merges the results of one study run as several processes (a seed, or a part,
 
   python experiments/merge_results.py --out=W W_seed0 W_seed1 W_seed2
 
-Each input workdir ran the same study (e.g. `--config.seed=S --config.num_seeds=1`, or a
-subset of `--config.credit.names` / `--config.ablation.*`) on the same data and snapshot;
+Each input workdir ran the same study (phase1, pivot or local_train; e.g.
+`--config.seed=S --config.num_seeds=1`, or a subset of `--config.credit.names` /
+`--config.ablation.*`) on the same data and snapshot;
 the output workdir gets all their per-seed rows and the mean ± std rows over seeds, as one
 run would write them (results.json/csv/md, metrics.jsonl, plots), with a meta naming the
 inputs and their configs. A row measured twice must agree (deterministic runs give equal rows); two
@@ -17,10 +18,11 @@ from absl import flags
 
 from creditfield import outputs
 from creditfield.studies import credit_quality
+from creditfield.studies import local_train
 
 _OUT = flags.DEFINE_string("out", None, "Workdir for the merged results.")
 flags.mark_flag_as_required("out")
-SUMMARIES = {"phase1": credit_quality, "pivot": credit_quality}
+SUMMARIES = {"phase1": credit_quality, "pivot": credit_quality, "local_train": local_train}
 
 
 def _same(a: dict, b: dict) -> bool:

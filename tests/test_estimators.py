@@ -115,3 +115,16 @@ def test_oracle_dial_has_cosine_gamma_and_the_true_norm_per_sample(spec, params,
 def test_oracle_dial_refuses_a_cosine_outside_zero_one():
   with pytest.raises(ValueError, match="dial_gammas"):
     estimators.dial_params(1.5)
+
+
+def test_credit_scale_is_each_samples_delta_L_norm_floored_by_the_batch():
+  """Targets are in units of ||delta_L|| per sample; the floor (a fraction of the batch's RMS,
+  never below 1e-6 of it) keeps a sample whose delta_L is exactly 0 finite."""
+  from creditfield import credit_net  # pylint: disable=g-import-not-at-top
+  d = jnp.array([[3.0, 4.0], [0.0, 0.0], [0.3, 0.4]])
+  rms = float(jnp.sqrt((25.0 + 0.0 + 0.25) / 3))
+  np.testing.assert_allclose(credit_net.credit_scale("delta_L", d, 0.0)[:, 0],
+                             [5.0, 1e-6 * rms, 0.5], rtol=1e-5)
+  np.testing.assert_allclose(credit_net.credit_scale("delta_L", d, 0.1)[:, 0],
+                             [5.0, 0.1 * rms, 0.5], rtol=1e-5)
+  np.testing.assert_array_equal(credit_net.credit_scale("none", d, 0.1), jnp.ones((3, 1)))

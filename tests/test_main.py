@@ -60,6 +60,12 @@ def test_phase1_runlocal_writes_every_output(tmp_path):
                "metrics.jsonl"):
     assert (tmp_path / name).exists(), name
   assert saved["meta"]["backend"] == "cpu" and saved["meta"]["data_fingerprint"]
+  # What the run cost, from JAX's own compile events: every program was traced and compiled
+  # (or fetched from the cache) inside the run, so compile time is positive and, on this
+  # machine's one compile thread, below the wall time; the CPU backend keeps no memory stats.
+  stats = json.loads((tmp_path / "run_stats.json").read_text())
+  assert stats["study"] == "phase1" and 0 < stats["compile_s"] < stats["wall_s"]
+  assert stats["peak_memory_mb"] is None
 
 
 def test_a_workdir_of_another_run_is_refused(tmp_path):

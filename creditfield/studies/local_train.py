@@ -36,6 +36,7 @@ from creditfield.studies import common
 TABLE = ("credit", "M", "rule", "eta", "test_accuracy", "test_loss", "best_test_accuracy",
          "gamma", "ms_per_update", "forward_equivalents", "gflop_per_update")
 GROUP = ("credit", "M", "rule", "eta", "steps")
+LOCAL_EVAL = "local_eval"  # the phase of an evaluation record in metrics.jsonl
 FINAL_METRICS = ("test_accuracy", "test_loss", "best_test_accuracy", "gamma", "ms_per_update",
                  "train_seconds", "forward_equivalents", "gflop_per_update")
 
@@ -108,7 +109,7 @@ def train_seeds(r, est, init_fn, step_fn, rule: str, eta, seeds, projections, dx
         seed_metrics = seeds_lib.chunk_metrics(metrics, j) if stacked else metrics
         chunk_seconds[i].append(seconds)
         curves[i].append(dict(
-            tags[i], phase="local_eval", step=step, train_loss=float(np.mean(seed_metrics["loss"])),
+            tags[i], phase=LOCAL_EVAL, step=step, train_loss=float(np.mean(seed_metrics["loss"])),
             chunk_seconds=seconds, gamma=float(np.mean(gamma[:-1])),
             **{f"test_{k}": v for k, v in ev.items()},
             **{f"gamma_l{l}": float(g) for l, g in enumerate(gamma)},
@@ -142,8 +143,8 @@ def _final_row(cfg, tags, curve, chunk_seconds, task) -> dict:
   return final
 
 
-def report_markdown(final: list[dict], task: str) -> str:
-  value = _headline(task)
+def report_markdown(final: list[dict]) -> str:
+  value = _headline(_task(final))
   final = [dict(r, rule_eta=common.rule_label(r), credit_M=common.credit_label(r))
            for r in final]
   # FLOPs are the same for every rule of a credit; milliseconds are averaged over rules.
@@ -159,11 +160,23 @@ def report_markdown(final: list[dict], task: str) -> str:
   return "\n".join(parts) + "\n"
 
 
-def _plot_curves(workdir: str, curves: list[dict], rules: tuple, task: str) -> None:
-  """One figure per (metric, x axis), a panel per rule, a line per credit."""
-  value = _headline(task)
-  summary = outputs.summarize(curves, GROUP + ("step",), (value, "gamma", "train_seconds"))
-  panels = {rule: [s for s in summary if s["rule"] == rule] for rule in rules}
+def summarize(rows: list[dict]) -> list[dict]:
+  """Mean ± std over seeds of every final metric, per credit, rule and eta."""
+  return outputs.summarize(rows, GROUP, FINAL_METRICS)
+
+
+def _task(rows: list[dict]) -> str:
+  return "classification" if any("test_accuracy" in r for r in rows) else "regression"
+
+
+def plot(workdir: str, summary: list[dict], records: list[dict]) -> None:
+  """One figure per (metric, x axis), a panel per rule, a line per credit, from the
+  evaluation records of metrics.jsonl (mean ± std over seeds)."""
+  curves = [r for r in records if r.get("phase") == LOCAL_EVAL]
+  value = _headline(_task(summary))
+  curve_summary = outputs.summarize(curves, GROUP + ("step",), (value, "gamma", "train_seconds"))
+  rules = tuple(dict.fromkeys(r["rule"] for r in summary))
+  panels = {rule: [s for s in curve_summary if s["rule"] == rule] for rule in rules}
   for y, x in ((value, "step"), (value, "train_seconds"), ("gamma", "step")):
     plots.line_panels(panels, os.path.join(workdir, f"{y}_vs_{x}.png"), x=x, y=y,
                       label=common.credit_label)
@@ -206,7 +219,7 @@ def run(config, workdir: str) -> dict:
       logging.info("local training %s %s: %s", name, rule, [f.get("test_accuracy") for f in finals])
     # Results so far, after every credit: a long run that is stopped keeps its table.
     summary, meta = _write(r, rows)
-  _plot_curves(workdir, curves, rule_list, spec.task)
+  plot(workdir, summary, curves)
   print(f"Local training from scratch, {cfg.steps} steps ({r.dataset.name}):")
   print(outputs.text_table(summary, TABLE))
   r.metrics.close()
@@ -214,7 +227,7 @@ def run(config, workdir: str) -> dict:
 
 
 def _write(r, rows: list[dict]) -> tuple[list[dict], dict]:
-  summary = outputs.summarize(rows, GROUP, FINAL_METRICS)
+  summary = summarize(rows)
   meta = outputs.run_meta(r.dataset, experiment="local_train", wall_seconds=r.stopwatch.seconds(),
                           student=checkpoints.spec_to_json(r.spec),
                           steps=r.config.local_train.steps,
@@ -226,5 +239,5 @@ def _write(r, rows: list[dict]) -> tuple[list[dict], dict]:
                           train_seconds="training chunks only; evaluation and compilation "
                                         "excluded")
   outputs.write_results(r.workdir, summary + rows, meta, columns=TABLE)
-  outputs.write_text(os.path.join(r.workdir, "tables.md"), report_markdown(summary, r.spec.task))
+  outputs.write_text(os.path.join(r.workdir, "tables.md"), report_markdown(summary))
   return summary, meta

@@ -1,0 +1,77 @@
+"""What a whole study cost: wall seconds, seconds spent compiling, peak device memory.
+
+Written by every run to `workdir/run_stats.json` (process 0), so that study timings
+(`experiments/study_timings.py`, `docs/benchmarks/studies_*.json`) come from the runs
+themselves rather than from a stopwatch around them.
+
+`compile_s` sums JAX's own compile events (tracing, lowering to MLIR, and XLA compilation or
+its retrieval from the persistent cache) over every program; programs compiled on several
+threads at once (`precompile.concurrently`) add up, so it can exceed `wall_s`.
+"""
+import json
+import os
+import threading
+import time
+
+import jax
+from jax import monitoring
+
+# The three stages of turning a jitted function into an executable (jax._src.dispatch).
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+FILENAME = "run_stats.json"
+
+_lock = threading.Lock()
+_compile_seconds = 0.0
+_registered = False
+
+
+def _listen(event: str, duration: float, **unused_kwargs) -> None:
+  global _compile_seconds
+  if event in COMPILE_EVENTS:
+    with _lock:
+      _compile_seconds += duration
+
+
+def compile_seconds() -> float:
+  """Seconds of compile events recorded in this process so far."""
+  global _registered
+  if not _registered:  # once per process: listeners cannot be told apart to remove one
+    monitoring.register_event_duration_secs_listener(_listen)
+    _registered = True
+  return _compile_seconds
+
+
+def peak_memory_mb() -> float | None:
+  """The largest peak of device memory over this process's devices (None where the backend
+  keeps no statistics, as on CPU)."""
+  peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
+  peaks = [p for p in peaks if p is not None]
+  return max(peaks) / 2**20 if peaks else None
+
+
+class Stopwatch:
+  """Measures one run: start it before the study, `stats()` after."""
+
+  def __init__(self):
+    self._compile0 = compile_seconds()
+    self._t0 = time.perf_counter()
+
+  def stats(self, experiment: str) -> dict:
+    return {
+        "study": experiment,
+        "wall_s": time.perf_counter() - self._t0,
+        "compile_s": compile_seconds() - self._compile0,
+        "peak_memory_mb": peak_memory_mb(),
+        "device_kind": jax.devices()[0].device_kind,
+        "compile_cache": (jax.config.values["jax_compilation_cache_dir"]
+                          if jax.config.values["jax_enable_compilation_cache"] else None),
+    }
+
+
+def write(workdir: str, stats: dict) -> None:
+  with open(os.path.join(workdir, FILENAME), "w") as f:
+    json.dump(stats, f, indent=1)

@@ -1,0 +1,45 @@
+r"""Collects what whole studies cost into one benchmark file, from their own run_stats.json.
+
+  python experiments/study_timings.py --out=docs/benchmarks/studies_h100.json \
+      cold:W_phase6c warm:W_phase6c_again cold:W_snapshot ...
+
+Each argument is `cache:workdir`: `cold` for a run on a bare machine (empty compilation
+cache, data not yet prepared), `warm` for the same command rerun after it. Writes a JSON
+list of rows {study, cache, wall_s, compile_s, peak_memory_mb, device_kind, workdir} and
+prints them as a table.
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+
+from creditfield import outputs
+from creditfield import run_stats
+
+_OUT = flags.DEFINE_string("out", None, "The JSON file to write.")
+flags.mark_flag_as_required("out")
+CACHES = ("cold", "warm")
+COLUMNS = ("study", "cache", "wall_s", "compile_s", "peak_memory_mb", "device_kind", "workdir")
+
+
+def row(argument: str) -> dict:
+  cache, sep, workdir = argument.partition(":")
+  if not sep or cache not in CACHES:
+    raise app.UsageError(f"{argument!r}: expected cache:workdir with cache in {CACHES}.")
+  with open(os.path.join(workdir, run_stats.FILENAME)) as f:
+    stats = json.load(f)
+  return dict(stats, cache=cache, workdir=os.path.basename(os.path.normpath(workdir)))
+
+
+def main(argv):
+  rows = [row(a) for a in argv[1:]]
+  if not rows:
+    raise app.UsageError("Name at least one cache:workdir.")
+  with open(_OUT.value, "w") as f:
+    json.dump(rows, f, indent=1)
+  print(outputs.text_table(rows, COLUMNS))
+
+
+if __name__ == "__main__":
+  app.run(main)
