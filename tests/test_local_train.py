@@ -109,3 +109,34 @@ def test_runlocal_study_has_every_credit_and_rule_and_backprop_learns(tmp_path):
   for name in ("test_accuracy_vs_step.png", "test_accuracy_vs_train_seconds.png",
                "gamma_vs_step.png", "tables.md"):
     assert (tmp_path / name).stat().st_size > 0
+
+
+def test_a_study_split_by_credit_merges_into_the_rows_of_its_parts(tmp_path):
+  """Credits train independently, so parts of a study run as separate processes (to share a
+  GPU, say) merge into one workdir whose summary rows are the parts' own."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  parts = {"a": "oracle,zero", "b": "identity"}
+  summaries = {}
+  for part, names in parts.items():
+    config = _config(rules="inner_product")
+    config.credit.names = names
+    run_lib.run_experiment(config, str(tmp_path / part))
+    with open(tmp_path / part / "results.json") as f:
+      summaries.update({(r["credit"], r["rule"]): r for r in json.load(f)["rows"]
+                        if r["seed"] == "all"})
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "merge_results.py"),
+                        f"--out={tmp_path / 'merged'}", str(tmp_path / "a"), str(tmp_path / "b")],
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  with open(tmp_path / "merged" / "results.json") as f:
+    merged = json.load(f)["rows"]
+  merged_summary = {(r["credit"], r["rule"]): r for r in merged if r["seed"] == "all"}
+  assert set(merged_summary) == set(summaries) == {
+      ("oracle", "inner_product"), ("zero", "inner_product"), ("identity", "inner_product")}
+  for key, row in summaries.items():
+    assert merged_summary[key]["test_accuracy"] == pytest.approx(row["test_accuracy"], abs=1e-12)
+    assert merged_summary[key]["num_seeds"] == row["num_seeds"] == config.num_seeds
+  assert len([r for r in merged if r["seed"] != "all"]) == 3 * config.num_seeds
+  for name in ("tables.md", "test_accuracy_vs_step.png", "metrics.jsonl"):
+    assert (tmp_path / "merged" / name).stat().st_size > 0
