@@ -15,7 +15,7 @@ EXPERIMENTS = ("phase1", "pivot", "snapshot", "phase6a", "phase6c", "local_train
 
 def run_experiment(config, workdir: str) -> dict:
   """Runs `config.experiment` and returns its {"rows", "meta"}."""
-  stopwatch = run_stats.Stopwatch()
+  meter = run_stats.Meter()
   previous = jax.config.values["jax_disable_most_optimizations"]
   # Tiny `runlocal` studies are dominated by XLA compile time, not run time.
   jax.config.update("jax_disable_most_optimizations", bool(config.xla_fast_compile))
@@ -30,7 +30,7 @@ def run_experiment(config, workdir: str) -> dict:
     with jax.default_matmul_precision(config.matmul_precision), jax.set_mesh(mesh):
       result = _dispatch(config, workdir)
     if distributed.is_writer():
-      run_stats.write(workdir, stopwatch.stats(config.experiment))
+      run_stats.write(workdir, meter.stats(config.experiment))
     return result
   finally:
     jax.config.update("jax_disable_most_optimizations", previous)

@@ -11,10 +11,11 @@ threads at once (`precompile.concurrently`) add up, so it can exceed `wall_s`.
 import json
 import os
 import threading
-import time
 
 import jax
 from jax import monitoring
+
+from creditfield import outputs
 
 # The three stages of turning a jitted function into an executable (jax._src.dispatch).
 COMPILE_EVENTS = (
@@ -53,17 +54,17 @@ def peak_memory_mb() -> float | None:
   return max(peaks) / 2**20 if peaks else None
 
 
-class Stopwatch:
+class Meter:
   """Measures one run: start it before the study, `stats()` after."""
 
   def __init__(self):
     self._compile0 = compile_seconds()
-    self._t0 = time.perf_counter()
+    self._wall = outputs.Stopwatch()
 
   def stats(self, experiment: str) -> dict:
     return {
         "study": experiment,
-        "wall_s": time.perf_counter() - self._t0,
+        "wall_s": self._wall.seconds(),
         "compile_s": compile_seconds() - self._compile0,
         "peak_memory_mb": peak_memory_mb(),
         "device_kind": jax.devices()[0].device_kind,
