@@ -140,3 +140,30 @@ def test_a_study_split_by_credit_merges_into_the_rows_of_its_parts(tmp_path):
   assert len([r for r in merged if r["seed"] != "all"]) == 3 * config.num_seeds
   for name in ("tables.md", "test_accuracy_vs_step.png", "metrics.jsonl"):
     assert (tmp_path / "merged" / name).stat().st_size > 0
+
+
+def test_estimator_warm_up_starts_the_field_aligned_with_the_initial_student(tmp_path):
+  """`estimator_warmup_steps` trains the field on each seed's initial student before the
+  student moves: local training then starts from a field with high Gamma on that student,
+  instead of from its zero-initialised output (Gamma 0); the student itself is untouched."""
+  from creditfield import diagnostics  # pylint: disable=g-import-not-at-top
+  from creditfield import estimator_training  # pylint: disable=g-import-not-at-top
+  from creditfield import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
+  from creditfield.studies import common  # pylint: disable=g-import-not-at-top
+  from creditfield.studies import local_train  # pylint: disable=g-import-not-at-top
+  states, gammas = {}, {}
+  for steps in (0, 300):
+    config = _config(estimator_warmup_steps=steps)
+    r = common.start(config, str(tmp_path / str(steps)))
+    est = estimators.make("vector_field", r.spec, config.credit)
+    init_fn = local_training.make_init(est, config.local_train, config.estimator)
+    state = seeds_lib.pick(local_train.initial_state(r, est, init_fn, seeds_lib.seed_list(config)), 0)
+    dx, dy = common.diagnostics_batch(r, config.seed)
+    phi = estimator_training.credit_params(state.estimator, config.estimator)
+    gamma = diagnostics.evaluate_credit(est, state.params, dx, dy, phi, jax.random.PRNGKey(1),
+                                        config.diagnostics)["gamma"]
+    states[steps], gammas[steps] = state, float(np.mean(gamma[:-1]))  # hidden layers
+  assert abs(gammas[0]) < 0.05
+  assert gammas[300] > 0.5, gammas
+  for a, b in zip(jax.tree.leaves(states[0].params), jax.tree.leaves(states[300].params)):
+    np.testing.assert_array_equal(a, b)

@@ -54,19 +54,22 @@ def update_cost(step_fn, state, data, spec, params, x) -> dict:
           "forward_equivalents": step_flops / forward_flops}
 
 
-def warm_up(r, est, state_S, seeds, tags):
-  """The estimator trained on each seed's initial student for `estimator_warmup_steps` steps
-  (its own schedule) before the student moves; returns the state with that estimator, its
-  online optimiser fresh."""
-  cfg = r.config.local_train
+def initial_state(r, est, init_fn, seeds):
+  """Each seed's initial state, shared by every rule of a credit: the student's init (the same
+  for every credit) and, with `estimator_warmup_steps`, a learned estimator trained on that
+  initial student for those steps (its own schedule) before the student moves, its online
+  optimiser fresh."""
+  cfg, x_train, y_train = r.config.local_train, r.dataset.x_train, r.dataset.y_train
+  k_init = seeds_lib.keys(lambda seed: rng.stream(seed, "local_train", "init"), seeds)
+  state_S = jax.vmap(lambda k: init_fn(k, x_train, y_train))(k_init)
   if not est.learned or not cfg.estimator_warmup_steps:
     return state_S
   warm_cfg = ml_collections.ConfigDict(r.config.estimator.to_dict())
   warm_cfg.steps = cfg.estimator_warmup_steps
   keys = seeds_lib.keys(lambda seed: rng.stream(seed, "local_train", "estimator_warmup"), seeds)
   phi_S = estimator_training.train_seeds(
-      est, state_S.params, r.dataset.x_train, r.dataset.y_train, warm_cfg, keys,
-      [dict(tags[i], phase="estimator_warmup") for i in range(len(seeds))],
+      est, state_S.params, x_train, y_train, warm_cfg, keys,
+      [dict(credit=est.name, seed=seed, phase="estimator_warmup") for seed in seeds],
       vmapped=r.config.vmap_seeds, on_metrics=r.metrics, skip_nonfinite=r.config.skip_nonfinite,
       image_shape=r.dataset.image_shape, student_per_seed=True)
   online_cfg = local_training.online_estimator_config(r.config.estimator, cfg)
@@ -74,15 +77,14 @@ def warm_up(r, est, state_S, seeds, tags):
       lambda phi: estimator_training.init_state(online_cfg, phi))(phi_S))
 
 
-def train_seeds(r, est, init_fn, step_fn, rule: str, eta, seeds, projections, dx, dy, tags):
-  """Trains one student per seed, all seeds in one program (`config.vmap_seeds`) or one by
-  one; returns (final rows, eval curve records), one final row per seed."""
+def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, dy, tags):
+  """Trains one student per seed from `state` (`initial_state`), all seeds in one program
+  (`config.vmap_seeds`) or one by one; returns (final rows, eval curve records), one final
+  row per seed."""
   cfg, x_train, y_train = r.config.local_train, r.dataset.x_train, r.dataset.y_train
   eval_spec = r.spec.with_guard(False)
-  # One student init per seed, the same for every credit.
   keys = seeds_lib.keys(lambda seed: rng.stream(seed, "local_train"), seeds)
-  k_init, k_quality = (jax.vmap(lambda k, n=n: rng.stream(k, n))(keys) for n in ("init", "quality"))
-  state = warm_up(r, est, jax.vmap(lambda k: init_fn(k, x_train, y_train))(k_init), seeds, tags)
+  k_quality = jax.vmap(lambda k: rng.stream(k, "quality"))(keys)
   data = (x_train, y_train, keys, jnp.int32(rules_lib.rule_index(rule)), jnp.float32(eta or 0.0),
           projections)
   if r.config.vmap_seeds:  # (step function, state, data, seed indices, stacked?)
@@ -207,12 +209,13 @@ def run(config, workdir: str) -> dict:
                                               jax.random.PRNGKey(0), jnp.int32(0),
                                               jnp.float32(0.0), projections),
                        spec, state_shape.params, r.dataset.x_train[:cfg.batch_size])
+    state = initial_state(r, est, init_fn, seeds)
     for rule in rule_list:
       eta = float(cfg.eta) if rule in rules_lib.USES_ETA else None
       tags = [dict(credit=name, rule=rule, eta=eta, seed=seed, steps=cfg.steps,
                    **({"M": config.credit.M} if name in estimators.USES_M else {}))
               for seed in seeds]
-      finals, curve = train_seeds(r, est, init_fn, step_fn, rule, eta, seeds, projections,
+      finals, curve = train_seeds(r, est, state, step_fn, rule, eta, seeds, projections,
                                   dx, dy, tags)
       rows += [dict(final, **cost) for final in finals]
       curves += curve
