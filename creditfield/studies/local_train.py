@@ -83,6 +83,8 @@ def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, 
   row per seed."""
   cfg, x_train, y_train = r.config.local_train, r.dataset.x_train, r.dataset.y_train
   eval_spec = r.spec.with_guard(False)
+  # The training loop donates its state: every rule trains a copy of the shared initial state.
+  state = jax.tree.map(jnp.copy, state)
   keys = seeds_lib.keys(lambda seed: rng.stream(seed, "local_train"), seeds)
   k_quality = jax.vmap(lambda k: rng.stream(k, "quality"))(keys)
   data = (x_train, y_train, keys, jnp.int32(rules_lib.rule_index(rule)), jnp.float32(eta or 0.0),
