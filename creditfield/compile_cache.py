@@ -30,6 +30,13 @@ def resolve(setting: str) -> str | None:
   return os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_dir()
 
 
+def active_dir() -> str | None:
+  """The cache folder JAX uses now (None: off)."""
+  if not jax.config.values["jax_enable_compilation_cache"]:
+    return None
+  return jax.config.values["jax_compilation_cache_dir"]
+
+
 def enable(cfg) -> str | None:
   """Points JAX at the cache folder of `cfg` (config.compile_cache) and returns it.
 

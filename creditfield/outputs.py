@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 import creditfield
+from creditfield import compile_cache
 from creditfield import distributed
 from creditfield import errors
 from creditfield import tensorboard_events
@@ -116,8 +117,7 @@ def run_meta(dataset=None, **extra) -> dict:
       "device_kind": devices[0].device_kind,
       "python": platform.python_version(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),  # compile and run times depend on them
-      "compile_cache": (jax.config.values["jax_compilation_cache_dir"]
-                        if jax.config.values["jax_enable_compilation_cache"] else None),
+      "compile_cache": compile_cache.active_dir(),
   }
   if dataset is not None:
     meta.update(data_source=dataset.name, data_fingerprint=dataset.fingerprint)

@@ -29,8 +29,7 @@ def run_experiment(config, workdir: str) -> dict:
     # default TF32 would put ~1e-3 relative noise into every loss difference.
     with jax.default_matmul_precision(config.matmul_precision), jax.set_mesh(mesh):
       result = _dispatch(config, workdir)
-    if distributed.is_writer():
-      run_stats.write(workdir, meter.stats(config.experiment))
+    run_stats.write(workdir, meter.stats(config.experiment))
     return result
   finally:
     jax.config.update("jax_disable_most_optimizations", previous)

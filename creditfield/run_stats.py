@@ -1,6 +1,6 @@
 """What a whole study cost: wall seconds, seconds spent compiling, peak device memory.
 
-Written by every run to `workdir/run_stats.json` (process 0), so that study timings
+Written by every run to `workdir/run_stats.json` (by process 0, as every output), so that study timings
 (`experiments/study_timings.py`, `docs/benchmarks/studies_*.json`) come from the runs
 themselves rather than from a stopwatch around them.
 
@@ -15,6 +15,7 @@ import threading
 import jax
 from jax import monitoring
 
+from creditfield import compile_cache
 from creditfield import outputs
 
 # The three stages of turning a jitted function into an executable (jax._src.dispatch).
@@ -68,11 +69,9 @@ class Meter:
         "compile_s": compile_seconds() - self._compile0,
         "peak_memory_mb": peak_memory_mb(),
         "device_kind": jax.devices()[0].device_kind,
-        "compile_cache": (jax.config.values["jax_compilation_cache_dir"]
-                          if jax.config.values["jax_enable_compilation_cache"] else None),
+        "compile_cache": compile_cache.active_dir(),
     }
 
 
 def write(workdir: str, stats: dict) -> None:
-  with open(os.path.join(workdir, FILENAME), "w") as f:
-    json.dump(stats, f, indent=1)
+  outputs.write_text(os.path.join(workdir, FILENAME), json.dumps(stats, indent=1))

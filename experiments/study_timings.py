@@ -1,6 +1,6 @@
 r"""Collects what whole studies cost into one benchmark file, from their own run_stats.json.
 
-  python experiments/study_timings.py --out=docs/benchmarks/studies_h100.json \
+  python experiments/study_timings.py --out=docs/benchmarks/studies_h200.json \
       cold:W_phase6c warm:W_phase6c_again cold:W_snapshot ...
 
 Each argument is `cache:workdir`: `cold` for a run on a bare machine (empty compilation

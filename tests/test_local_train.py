@@ -1,6 +1,8 @@
 """Local training from scratch: the BP reference, online estimators, the study's outputs."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,8 @@ import pytest
 from creditfield import config_defaults
 from creditfield import dataset as dataset_lib
 from creditfield import datasets
+from creditfield import diagnostics
+from creditfield import estimator_training
 from creditfield import estimators
 from creditfield import local_training
 from creditfield import optimizers
@@ -18,8 +22,11 @@ from creditfield import rng
 from creditfield import rules as rules_lib
 from creditfield import run as run_lib
 from creditfield import sampling
+from creditfield import seeds as seeds_lib
 from creditfield import student as student_lib
 from creditfield import validation
+from creditfield.studies import common
+from creditfield.studies import local_train as local_train_study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,8 +121,6 @@ def test_runlocal_study_has_every_credit_and_rule_and_backprop_learns(tmp_path):
 def test_a_study_split_by_credit_merges_into_the_rows_of_its_parts(tmp_path):
   """Credits train independently, so parts of a study run as separate processes (to share a
   GPU, say) merge into one workdir whose summary rows are the parts' own."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   parts = {"a": "oracle,zero", "b": "identity"}
   summaries = {}
   for part, names in parts.items():
@@ -146,18 +151,14 @@ def test_estimator_warm_up_starts_the_field_aligned_with_the_initial_student(tmp
   """`estimator_warmup_steps` trains the field on each seed's initial student before the
   student moves: local training then starts from a field with high Gamma on that student,
   instead of from its zero-initialised output (Gamma 0); the student itself is untouched."""
-  from creditfield import diagnostics  # pylint: disable=g-import-not-at-top
-  from creditfield import estimator_training  # pylint: disable=g-import-not-at-top
-  from creditfield import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
-  from creditfield.studies import common  # pylint: disable=g-import-not-at-top
-  from creditfield.studies import local_train  # pylint: disable=g-import-not-at-top
   states, gammas = {}, {}
   for steps in (0, 300):
     config = _config(estimator_warmup_steps=steps)
     r = common.start(config, str(tmp_path / str(steps)))
     est = estimators.make("vector_field", r.spec, config.credit)
     init_fn = local_training.make_init(est, config.local_train, config.estimator)
-    state = seeds_lib.pick(local_train.initial_state(r, est, init_fn, seeds_lib.seed_list(config)), 0)
+    seeds = seeds_lib.seed_list(config)
+    state = seeds_lib.pick(local_train_study.initial_state(r, est, init_fn, seeds), 0)
     dx, dy = common.diagnostics_batch(r, config.seed)
     phi = estimator_training.credit_params(state.estimator, config.estimator)
     gamma = diagnostics.evaluate_credit(est, state.params, dx, dy, phi, jax.random.PRNGKey(1),
