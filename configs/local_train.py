@@ -23,6 +23,7 @@ def get_config(arg=None):
   c.credit.M = 4
   c.credit.vector_field.hidden = (256, 256)
   c.credit.scalar_bridge.hidden = (256, 256)
+  c.credit.dni.hidden = (256, 256)
   c.local_train = ml_collections.ConfigDict(dict(
       steps=10000, batch_size=256, lr=1e-3, warmup_steps=200, weight_decay=1e-4,
       residual_scale=1.0, augment="flip_crop", eval_every=1000,

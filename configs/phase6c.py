@@ -37,6 +37,7 @@ def get_config(arg=None):
     # Keeps the whole synthetic study within minutes on two CPU cores.
     c.credit.vector_field.hidden = (256, 256)
     c.credit.scalar_bridge.hidden = (256, 256)
+    c.credit.dni.hidden = (256, 256)
     c.estimator.update(dict(steps=1000, batch_size=256))
   if "runlocal" in args:
     config_defaults.shrink_for_runlocal(c)

@@ -79,6 +79,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.credit.output_init = 0.0
   c.credit.learn_terminal = False
   c.credit.forward_gradient = ml_collections.ConfigDict(dict(targets="jvp"))
+  # Options of every credit at the hidden layers (estimators/options.py): radial keep | remove
+  # (its component along the centred stream h_l), size own | projected (an exact jvp along it).
+  c.credit.radial = "keep"
+  c.credit.size = "own"
+  # Synthetic gradients (a control: a one-block backward pass), label-conditioned as in
+  # Jaderberg et al. 2017.
+  c.credit.dni = ml_collections.ConfigDict(dict(hidden=(512, 512), conditioning="label",
+                                                scale_floor=0.0))
   # regression: forward_gradient | directional (vector_field.py); contrastive: the weight of
   # the memo's soft contrastive term (0 = off). scale_floor (credit_net.credit_scale): each
   # estimator's measured best, 0 for the field (every sample weighs the same) and 0.1 for the
@@ -132,6 +140,7 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> None:
                          warmup_steps=20))
   c.credit.vector_field.hidden = (64, 64)
   c.credit.scalar_bridge.hidden = (64, 64)
+  c.credit.dni.hidden = (64, 64)
   c.estimator.update(dict(steps=100, batch_size=64, log_every=50, warmup_steps=10))
   c.diagnostics.batch_size = 256
 

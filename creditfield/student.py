@@ -30,7 +30,8 @@ TASKS = ("classification", "regression")
 class StudentSpec:
   """Static architecture of the student; hashable, so it can be a jit static arg.
 
-  `guarded=True` wraps every hidden block in the no-hidden-BP guard. `loss_scale` multiplies
+  `guarded=True` wraps every hidden block in the no-hidden-BP guard at its input (guard.py;
+  credit code is guarded strictly whatever this says). `loss_scale` multiplies
   the per-sample loss (1 in every study; tests use it to check that estimators are scale-free).
   """
   in_dim: int
@@ -120,9 +121,14 @@ def block_residual(block_params: Params, h_BxD: jax.Array) -> jax.Array:
 
 
 _guarded_block_residual = guard.guard_block(block_residual)
+_strictly_guarded_block_residual = guard.guard_block(block_residual, strict=True)
 
 
 def residual_fn(spec: StudentSpec):
+  """F_l as the guard wants it: strict inside `guard.enforced()` (credit code, whatever the
+  spec says), input-guarded for a guarded spec (the local rules), plain otherwise."""
+  if guard.is_enforced():
+    return _strictly_guarded_block_residual
   return _guarded_block_residual if spec.guarded else block_residual
 
 

@@ -48,11 +48,18 @@ def validate(config) -> None:
     _require(m >= 1, f"The number of directions M must be >= 1, got {m} "
                      "(config.credit.M / config.credit.M_values).")
   _one_of(c.conditioning, credit_net.CONDITIONINGS, "credit.conditioning")
+  _one_of(c.dni.conditioning, credit_net.CONDITIONINGS, "credit.dni.conditioning")
+  _one_of(c.radial, estimators.RADIAL, "credit.radial")
+  _one_of(c.size, estimators.SIZES, "credit.size")
+  for key in ("vector_field", "scalar_bridge", "dni"):
+    hidden = tuple(c[key].hidden)
+    _require(len(hidden) >= 1 and all(int(w) >= 1 for w in hidden),
+             f"config.credit.{key}.hidden must be one or more widths >= 1, got {hidden}.")
   _one_of(c.embedding, credit_net.LAYER_EMBEDDINGS, "credit.embedding")
   _one_of(c.normalization, credit_net.NORMALIZATIONS, "credit.normalization")
   _one_of(c.vector_field.regression, estimators.REGRESSIONS, "credit.vector_field.regression")
   _require(c.vector_field.scale_floor >= 0 and c.scalar_bridge.scale_floor >= 0
-           and c.output_init >= 0,
+           and c.dni.scale_floor >= 0 and c.output_init >= 0,
            f"config.credit.vector_field.scale_floor, scalar_bridge.scale_floor and output_init "
            f"must be >= 0, got {c.vector_field.scale_floor}, {c.scalar_bridge.scale_floor}, "
            f"{c.output_init}.")

@@ -91,8 +91,9 @@ def test_fd_targets_from_the_forward_loss_equal_recomputed_ones(spec, params, ba
 
 
 def test_oracle_dial_has_cosine_gamma_and_the_true_norm_per_sample(spec, params, batch):
-  """The dial control: per sample and layer, cos(a, g) = gamma exactly and ||a|| = ||g||; a
-  new key gives a new random part (fresh per step), gamma = 1 gives the oracle itself."""
+  """The dial control: per sample and hidden layer, cos(a, g) = gamma exactly and ||a|| = ||g||;
+  a_L = delta_L exact; a new key gives a new random part (fresh per step), gamma = 1 gives the
+  oracle itself."""
   x, y = batch
   est = estimators.oracle_dial(spec)
   est = est._replace(credit=jax.jit(est.credit))
@@ -102,8 +103,10 @@ def test_oracle_dial_has_cosine_gamma_and_the_true_norm_per_sample(spec, params,
   for gamma in (0.0, 0.3, 0.8, 1.0):
     a = est.credit(estimators.dial_params(gamma), params, acts, jax.random.PRNGKey(4))
     cos = jnp.sum(a * g, -1) / (norm(a) * norm(g))
-    np.testing.assert_allclose(cos, gamma, atol=1e-5)
+    np.testing.assert_allclose(cos[:-1], gamma, atol=1e-5)
     np.testing.assert_allclose(norm(a), norm(g), rtol=1e-5)
+    # a_L = delta_L exact, as every other credit has it.
+    np.testing.assert_allclose(a[-1], g[-1], rtol=1e-6, atol=1e-8)
   a1, a2 = (est.credit(estimators.dial_params(0.3), params, acts, jax.random.PRNGKey(k))
             for k in (4, 5))
   assert float(jnp.abs(a1 - a2).max()) > 1e-3 * float(norm(g).max())

@@ -1,18 +1,36 @@
-"""Credit estimators by name (the names used in configs, tables and DESIGN.md)."""
+"""Credit estimators by name (the names used in configs, tables and DESIGN.md).
+
+`make` is the one place the no-hidden-BP rule is applied: every estimator that is not a
+backprop control (`BACKPROP`) is returned as a guarded view, its `init`, `credit` and `loss`
+traced inside `guard.enforced()`, where every hidden block refuses reverse-mode AD through its
+input and its parameters whatever spec the estimator holds (guard.py).
+"""
 from creditfield import errors
+from creditfield import guard
 from creditfield.estimators.base import CreditEstimator
 from creditfield.estimators.baselines import (dfa, dial_params, forward_gradient, identity,
                                               oracle, oracle_dial, zero)
+from creditfield.estimators.feedback import DniConfig, dni, fa
+from creditfield.estimators.options import RADIAL, SIZES, with_options
 from creditfield.estimators.scalar_bridge import ScalarBridgeConfig, scalar_bridge
 from creditfield.estimators.vector_field import REGRESSIONS, VectorFieldConfig, vector_field
 
 NAMES = ("oracle", "dfa", "identity", "forward_gradient", "scalar_bridge", "vector_field",
-         "zero", "oracle_dial")
-# Credits that backpropagate through the hidden blocks: the reference and the controls built
-# from it. Every other credit runs under the no-hidden-BP guard.
-BACKPROP = ("oracle", "oracle_dial")
-# Controls, labelled as such in every table: no credit, and the oracle dialled to a cosine.
-CONTROLS = ("zero", "oracle_dial")
+         "zero", "oracle_dial", "fa", "dni")
+# The credits that differentiate through hidden blocks, and what each uses. They run
+# unguarded and are references or controls, labelled so in every table; every other credit
+# runs under the guard.
+BACKPROP = {
+    "oracle": "exact backprop through every hidden block (the reference)",
+    "oracle_dial": "the oracle's gradient turned to an exact cosine gamma (control)",
+    "fa": "a backward pass through every block with fixed random matrices for the transposed "
+          "weights (feedback alignment; control)",
+    "dni": "a one-block backward pass J_l^T a_{l+1} of its own prediction as its regression "
+           "target (synthetic gradients; control)",
+}
+# Controls, labelled as such in every table: no credit, the dial, and the two credits that run
+# a backward pass of their own kind.
+CONTROLS = ("zero", "oracle_dial", "fa", "dni")
 # Estimators whose cost and quality depend on the number of directions M.
 USES_M = ("forward_gradient", "vector_field")
 
@@ -30,26 +48,36 @@ def parse_names(names: str) -> tuple[str, ...]:
   return parsed
 
 
+def guarded_view(estimator: CreditEstimator) -> CreditEstimator:
+  """The estimator with its functions traced inside `guard.enforced()`."""
+  enforce = lambda fn: fn if fn is None else guard.enforce(fn)
+  return estimator._replace(init=enforce(estimator.init), credit=enforce(estimator.credit),
+                            loss=enforce(estimator.loss))
+
+
 def make(name: str, spec, credit_config, num_directions=None) -> CreditEstimator:
-  """Builds estimator `name` from `config.credit` (checked by validation.py); `num_directions`
-  overrides M."""
+  """Builds estimator `name` from `config.credit` (checked by validation.py), with the credit
+  options `radial` and `size`, guarded unless it is in BACKPROP; `num_directions` overrides M."""
   c = credit_config
+  estimator = with_options(_build(name, spec, c, num_directions), c.radial, c.size)
+  return estimator if name in BACKPROP else guarded_view(estimator)
+
+
+def _build(name, spec, c, num_directions) -> CreditEstimator:
   m = c.M if num_directions is None else num_directions
-  if name == "oracle":
-    return oracle(spec)
-  if name == "oracle_dial":
-    return oracle_dial(spec)
-  if name == "dfa":
-    return dfa(spec)
-  if name == "identity":
-    return identity(spec)
-  if name == "zero":
-    return zero(spec)
+  simple = {"oracle": oracle, "oracle_dial": oracle_dial, "dfa": dfa, "identity": identity,
+            "zero": zero, "fa": fa}
+  if name in simple:
+    return simple[name](spec)
   if name == "forward_gradient":
     return forward_gradient(spec, m, c.directions, c.forward_gradient.targets, c.fd_eps)
   shared = dict(hidden=None, time_dim=c.time_dim, embedding=c.embedding,
-                conditioning=c.conditioning, normalization=c.normalization,
-                output_init=c.output_init, learn_terminal=c.learn_terminal)
+                normalization=c.normalization, output_init=c.output_init)
+  if name == "dni":
+    return dni(spec, DniConfig(**dict(shared, hidden=tuple(c.dni.hidden),
+                                      conditioning=c.dni.conditioning,
+                                      scale_floor=c.dni.scale_floor)))
+  shared.update(conditioning=c.conditioning, learn_terminal=c.learn_terminal)
   if name == "vector_field":
     v = c.vector_field
     return vector_field(spec, VectorFieldConfig(**dict(

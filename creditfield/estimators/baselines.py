@@ -31,7 +31,8 @@ def oracle_dial(spec: student_lib.StudentSpec) -> base.CreditEstimator:
   """A control built from the oracle: a_l = ||g_l|| (gamma g^_l + sqrt(1 - gamma^2) u^_l),
   u^ a random unit vector orthogonal to g_l, fresh for every call's key.
 
-  Its per-sample cosine to g_l is exactly gamma and its norm exactly ||g_l||, so Phase 6 can map
+  Its per-sample cosine to g_l is exactly gamma and its norm exactly ||g_l|| at every hidden
+  layer l < L (a_L = delta_L, exact), so Phase 6 can map
   loss change against credit quality with nothing else changing. gamma lives in the
   parameters (`dial_params`), so one compiled program serves every point of the dial.
   """
@@ -49,7 +50,10 @@ def oracle_dial(spec: student_lib.StudentSpec) -> base.CreditEstimator:
     u = u - jnp.sum(u * g_unit, -1, keepdims=True) * g_unit
     u_unit = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
     gamma = phi["gamma"]
-    return norm * (gamma * g_unit + jnp.sqrt(1.0 - jnp.square(gamma)) * u_unit)
+    dialled = norm * (gamma * g_unit + jnp.sqrt(1.0 - jnp.square(gamma)) * u_unit)
+    # a_L = delta_L exact, as every other credit has it: the dial and the credits it is
+    # compared with differ only at the hidden layers (block L-1 consumes a_L).
+    return dialled.at[-1].set(g[-1])
 
   return base.CreditEstimator("oracle_dial", spec, init, credit)
 
