@@ -80,6 +80,10 @@ def credit_label(row: dict) -> str:
     label = f"{name} M={row['M']}"
   if row.get("dial_gamma") is not None:
     label = f"{name} γ={row['dial_gamma']:g}"
+  # Credit options and a frozen embedding, where they differ from the defaults.
+  label += "".join([" radial removed" if row.get("radial") == "remove" else "",
+                    " projected" if row.get("size") == "projected" else "",
+                    " embed frozen" if row.get("update_embed") is False else ""])
   return f"{label} (control)" if name in estimators.CONTROLS else label
 
 

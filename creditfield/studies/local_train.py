@@ -19,7 +19,6 @@ import numpy as np
 
 from creditfield import bp_training
 from creditfield import checkpoints
-from creditfield import diagnostics
 from creditfield import estimator_training
 from creditfield import estimators
 from creditfield import flops
@@ -29,16 +28,25 @@ from creditfield import plots
 from creditfield import rng
 from creditfield import rules as rules_lib
 from creditfield import seeds as seeds_lib
+from creditfield import stats
 from creditfield import student as student_lib
 from creditfield import training_loop
+from creditfield import update_diagnostics
 from creditfield.studies import common
 
-TABLE = ("credit", "M", "rule", "eta", "test_accuracy", "test_loss", "best_test_accuracy",
-         "gamma", "ms_per_update", "forward_equivalents", "gflop_per_update")
-GROUP = ("credit", "M", "rule", "eta", "steps")
+TABLE = ("credit", "M", "radial", "size", "update_embed", "rule", "eta", "test_accuracy",
+         "test_loss", "best_test_accuracy", "gamma", "update_alignment", "update_alignment_embed",
+         "norm_ratio", "stream_norm", "radial_fraction", "ms_per_update", "forward_equivalents")
+# A row's identity: the credit with its options, the rule, the run length.
+GROUP = ("credit", "M", "radial", "size", "update_embed", "rule", "eta", "steps")
 LOCAL_EVAL = "local_eval"  # the phase of an evaluation record in metrics.jsonl
-FINAL_METRICS = ("test_accuracy", "test_loss", "best_test_accuracy", "gamma", "ms_per_update",
-                 "train_seconds", "forward_equivalents", "gflop_per_update")
+FINAL_METRICS = ("test_accuracy", "test_loss", "best_test_accuracy", "gamma",
+                 *update_diagnostics.HEADLINES, "ms_per_update", "train_seconds",
+                 "forward_equivalents", "gflop_per_update")
+# Which diagnostic predicts training: Spearman's rho over the grid of credit x rule x options
+# between the final headline and each of these (at the end of training).
+PREDICTORS = ("gamma", "update_alignment", "update_alignment_embed", "norm_ratio",
+              "log_norm_ratio_distance", "radial_fraction_abs")
 
 
 def _headline(task: str) -> str:
@@ -107,16 +115,18 @@ def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, 
         params = view(state.params, j)
         ev = bp_training.evaluate(eval_spec, params, r.dataset.x_test, r.dataset.y_test)
         phi = estimator_training.credit_params(view(state.estimator, j), r.config.estimator)
-        gamma = diagnostics.evaluate_credit(est, params, dx, dy, phi,
-                                            rng.step_key(k_quality[i], step),
-                                            r.config.diagnostics)["gamma"]
+        k_eval = rng.step_key(k_quality[i], step)
+        quality, updates = update_diagnostics.evaluate(
+            est, params, dx, dy, phi, k_eval, r.config.diagnostics, rule, eta, projections,
+            cfg.update_embed)
+        gamma, updates = quality["gamma"], update_diagnostics.flat(updates)
         seed_metrics = seeds_lib.chunk_metrics(metrics, j) if stacked else metrics
         chunk_seconds[i].append(seconds)
         curves[i].append(dict(
             tags[i], phase=LOCAL_EVAL, step=step, train_loss=float(np.mean(seed_metrics["loss"])),
             chunk_seconds=seconds, gamma=float(np.mean(gamma[:-1])),
             **{f"test_{k}": v for k, v in ev.items()},
-            **{f"gamma_l{l}": float(g) for l, g in enumerate(gamma)},
+            **{f"gamma_l{l}": float(g) for l, g in enumerate(gamma)}, **updates,
             **{k: float(np.mean(v)) for k, v in seed_metrics.items() if k != "loss"}))
       clock["last"] = time.perf_counter()
 
@@ -139,7 +149,10 @@ def _final_row(cfg, tags, curve, chunk_seconds, task) -> dict:
   for record, t in zip(curve, seconds):
     record["train_seconds"] = float(t)
   metric = _headline(task)
-  final = dict(tags, test_loss=curve[-1]["test_loss"], gamma=curve[-1]["gamma"],
+  last = curve[-1]
+  diagnostics_at_end = {k: v for k, v in last.items()
+                        if k.startswith(update_diagnostics.PER_LAYER + ("gamma_l",))}
+  final = dict(tags, test_loss=last["test_loss"], gamma=last["gamma"], **diagnostics_at_end,
                train_seconds=float(seconds[-1]), ms_per_update=1e3 * float(seconds[-1]) / cfg.steps)
   if metric == "test_accuracy":
     best = max(c[metric] for c in curve)
@@ -147,7 +160,9 @@ def _final_row(cfg, tags, curve, chunk_seconds, task) -> dict:
   return final
 
 
-def report_markdown(final: list[dict]) -> str:
+def report_markdown(summary: list[dict]) -> str:
+  final = [r for r in summary if r.get("kind") != "correlation"]
+  correlations = [r for r in summary if r.get("kind") == "correlation"]
   value = _headline(_task(final))
   final = [dict(r, rule_eta=common.rule_label(r), credit_M=common.credit_label(r))
            for r in final]
@@ -159,14 +174,61 @@ def report_markdown(final: list[dict]) -> str:
            outputs.pivot_markdown(final, "credit_M", "rule_eta", value), "",
            "Gamma (mean over hidden layers 0..L-1) at the end of training:", "",
            outputs.pivot_markdown(final, "credit_M", "rule_eta", "gamma"), "",
+           "Update alignment at the end of training (cosine of each block's update with "
+           "backprop's on the same batch, mean over blocks; the embedding apart below):", "",
+           outputs.pivot_markdown(final, "credit_M", "rule_eta", "update_alignment"), "",
+           "Update alignment of the embedding (trained with a_0; 0 when it is frozen):", "",
+           outputs.pivot_markdown(final, "credit_M", "rule_eta", "update_alignment_embed"), "",
+           "Norm ratio ||a_l|| / ||g_l|| at the end of training (median over samples, mean over "
+           "hidden layers):", "",
+           outputs.pivot_markdown(final, "credit_M", "rule_eta", "norm_ratio"), "",
+           "Residual-stream norm ||h_L|| at the end of training:", "",
+           outputs.pivot_markdown(final, "credit_M", "rule_eta", "stream_norm"), "",
+           "Radial fraction <a_l, h^_l> / ||a_l|| of the credit (signed; mean over hidden "
+           "layers):", "",
+           outputs.pivot_markdown(final, "credit_M", "rule_eta", "radial_fraction"), "",
            "Cost of one student update (estimator updates included; ms: mean over rules):", "",
            outputs.markdown_table(per_credit, ("credit_M",) + cost)]
+  if correlations:
+    parts += ["", f"Which diagnostic predicts training: Spearman's rho of the final {value} with "
+              "each diagnostic at the end of training, over the credit x rule x options grid "
+              "(seed means; 95% bootstrap interval over seeds):", "",
+              "| diagnostic | rho | interval | points | seeds |", "|---|---|---|---|---|"]
+    parts += [f"| {c['predictor']} | {c['spearman']:.2f} | [{c['ci_low']:.2f}, "
+              f"{c['ci_high']:.2f}] | {c['num_points']} | {c['num_seeds']} |"
+              for c in correlations]
   return "\n".join(parts) + "\n"
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-  """Mean ± std over seeds of every final metric, per credit, rule and eta."""
-  return outputs.summarize(rows, GROUP, FINAL_METRICS)
+  """Mean ± std over seeds of every final metric, per credit (with its options), rule and
+  eta; then the `kind: "correlation"` rows of `predictor_correlations`."""
+  return outputs.summarize(rows, GROUP, FINAL_METRICS) + predictor_correlations(rows)
+
+
+def predictor_correlations(rows: list[dict], seed: int = 0) -> list[dict]:
+  """Spearman's rho over the grid's points (credit x rule x options) between the final
+  headline and each of `PREDICTORS`, with a bootstrap over the seeds every point has.
+  `log_norm_ratio_distance` is |log norm_ratio|: how far the credit's size is from the true
+  one, either way. Points the headline or the predictor is missing for are left out."""
+  value = _headline(_task(rows))
+  points: dict[tuple, dict] = {}
+  for r in rows:
+    if r.get(value) is None or r.get("norm_ratio") is None:
+      continue
+    row = dict(r, log_norm_ratio_distance=abs(float(np.log(max(r["norm_ratio"], 1e-30)))))
+    points.setdefault(tuple(r.get(k) for k in GROUP), {})[r["seed"]] = row
+  seeds = sorted(set.intersection(*(set(p) for p in points.values()))) if points else []
+  if len(points) < 3 or not seeds:
+    return []
+  generator = np.random.default_rng([seed, rng.name_id("local_train/correlation")])
+  out = []
+  for predictor in PREDICTORS:
+    x = np.array([[p[s][predictor] for s in seeds] for p in points.values()])
+    y = np.array([[p[s][value] for s in seeds] for p in points.values()])
+    out.append(dict(kind="correlation", seed="all", predictor=predictor, of=value,
+                    **stats.bootstrap_spearman(x, y, generator)))
+  return out
 
 
 def _task(rows: list[dict]) -> str:
@@ -177,11 +239,15 @@ def plot(workdir: str, summary: list[dict], records: list[dict]) -> None:
   """One figure per (metric, x axis), a panel per rule, a line per credit, from the
   evaluation records of metrics.jsonl (mean ± std over seeds)."""
   curves = [r for r in records if r.get("phase") == LOCAL_EVAL]
+  summary = [r for r in summary if r.get("kind") != "correlation"]
   value = _headline(_task(summary))
-  curve_summary = outputs.summarize(curves, GROUP + ("step",), (value, "gamma", "train_seconds"))
+  over_steps = ("gamma", "update_alignment", "update_alignment_embed", "norm_ratio",
+                "stream_norm", "radial_fraction")
+  curve_summary = outputs.summarize(curves, GROUP + ("step",),
+                                    (value, "train_seconds") + over_steps)
   rules = tuple(dict.fromkeys(r["rule"] for r in summary))
   panels = {rule: [s for s in curve_summary if s["rule"] == rule] for rule in rules}
-  for y, x in ((value, "step"), (value, "train_seconds"), ("gamma", "step")):
+  for y, x in ((value, "step"), (value, "train_seconds")) + tuple((y, "step") for y in over_steps):
     plots.line_panels(panels, os.path.join(workdir, f"{y}_vs_{x}.png"), x=x, y=y,
                       label=common.credit_label)
 
@@ -215,6 +281,8 @@ def run(config, workdir: str) -> dict:
     for rule in rule_list:
       eta = float(cfg.eta) if rule in rules_lib.USES_ETA else None
       tags = [dict(credit=name, rule=rule, eta=eta, seed=seed, steps=cfg.steps,
+                   radial=config.credit.radial, size=config.credit.size,
+                   update_embed=bool(cfg.update_embed),
                    **({"M": config.credit.M} if name in estimators.USES_M else {}))
               for seed in seeds]
       finals, curve = train_seeds(r, est, state, step_fn, rule, eta, seeds, projections,
@@ -226,7 +294,7 @@ def run(config, workdir: str) -> dict:
     summary, meta = _write(r, rows)
   plot(workdir, summary, curves)
   print(f"Local training from scratch, {cfg.steps} steps ({r.dataset.name}):")
-  print(outputs.text_table(summary, TABLE))
+  print(outputs.text_table([s for s in summary if s.get("kind") != "correlation"], TABLE))
   r.metrics.close()
   return {"rows": summary + rows, "meta": meta}
 
