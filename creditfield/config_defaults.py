@@ -79,8 +79,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.credit.output_init = 0.0
   c.credit.learn_terminal = False
   c.credit.forward_gradient = ml_collections.ConfigDict(dict(targets="jvp"))
-  # Options of every credit at the hidden layers (estimators/options.py): radial keep | remove
-  # (its component along the centred stream h_l), size own | projected (an exact jvp along it).
+  # Options of every credit at the hidden layers (estimators/options.py): correction none |
+  # forward_gradient (M jvp directions, the credit as control variate: unbiased); radial keep |
+  # remove (its component along the centred stream h_l) | remove_with_mean (and its mean);
+  # size own | projected (an exact jvp along it).
+  c.credit.correction = "none"
   c.credit.radial = "keep"
   c.credit.size = "own"
   # Synthetic gradients (a control: a one-block backward pass), label-conditioned as in

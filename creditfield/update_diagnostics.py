@@ -11,6 +11,8 @@ the credit a_u: u = 0 is the embedding, u = l + 1 is block l (which uses a_{l+1}
   stream_norm_l{l}        mean over samples of ||h_l||
   radial_fraction_l{l}    mean over samples of <a_l, h^_l> / ||a_l||, h^_l the unit centred
                           stream (signed; _abs_l{l} the mean of its absolute value)
+  mean_fraction_l{l}      mean over samples of <a_l, 1/sqrt(D)> / ||a_l||: the credit along the
+                          mean over features, LayerNorm's other blind direction (signed)
 Headlines: `update_alignment` (mean over the blocks, u = 1..L), `update_alignment_embed`
 (u = 0), `norm_ratio`, `radial_fraction`, `radial_fraction_abs` (means over the hidden layers
 0..L-1) and `stream_norm` (||h_L||). The measurement uses backprop, as Gamma does; the credit
@@ -30,7 +32,7 @@ from creditfield import student as student_lib
 from creditfield.estimators import options
 
 PER_LAYER = ("update_alignment", "norm_ratio", "norm_ratio_p25", "norm_ratio_p75",
-             "stream_norm", "radial_fraction", "radial_fraction_abs")
+             "stream_norm", "radial_fraction", "radial_fraction_abs", "mean_fraction")
 HEADLINES = ("update_alignment", "update_alignment_embed", "norm_ratio", "stream_norm",
              "radial_fraction", "radial_fraction_abs")
 
@@ -63,7 +65,8 @@ def measure(spec, student_params, x, y, credit_Lp1xBxD, exact_Lp1xBxD, rule, eta
   radial_LxB = options.radial_fraction(credit_Lp1xBxD, hs)
   return {"update_alignment": alignment, "norm_ratio": median, "norm_ratio_p25": p25,
           "norm_ratio_p75": p75, "stream_norm": norm(hs).mean(-1),
-          "radial_fraction": radial_LxB.mean(-1), "radial_fraction_abs": jnp.abs(radial_LxB).mean(-1)}
+          "radial_fraction": radial_LxB.mean(-1), "radial_fraction_abs": jnp.abs(radial_LxB).mean(-1),
+          "mean_fraction": options.mean_fraction(credit_Lp1xBxD).mean(-1)}
 
 
 @functools.lru_cache(maxsize=128)

@@ -51,6 +51,7 @@ def validate(config) -> None:
   _one_of(c.dni.conditioning, credit_net.CONDITIONINGS, "credit.dni.conditioning")
   _one_of(c.radial, estimators.RADIAL, "credit.radial")
   _one_of(c.size, estimators.SIZES, "credit.size")
+  _one_of(c.correction, estimators.CORRECTIONS, "credit.correction")
   for key in ("vector_field", "scalar_bridge", "dni"):
     hidden = tuple(c[key].hidden)
     _require(len(hidden) >= 1 and all(int(w) >= 1 for w in hidden),

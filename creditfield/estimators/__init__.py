@@ -11,7 +11,7 @@ from creditfield.estimators.base import CreditEstimator
 from creditfield.estimators.baselines import (dfa, dial_params, forward_gradient, identity,
                                               oracle, oracle_dial, zero)
 from creditfield.estimators.feedback import DniConfig, dni, fa
-from creditfield.estimators.options import RADIAL, SIZES, with_options
+from creditfield.estimators.options import CORRECTIONS, RADIAL, SIZES, with_options
 from creditfield.estimators.scalar_bridge import ScalarBridgeConfig, scalar_bridge
 from creditfield.estimators.vector_field import REGRESSIONS, VectorFieldConfig, vector_field
 
@@ -57,14 +57,15 @@ def guarded_view(estimator: CreditEstimator) -> CreditEstimator:
 
 def make(name: str, spec, credit_config, num_directions=None) -> CreditEstimator:
   """Builds estimator `name` from `config.credit` (checked by validation.py), with the credit
-  options `radial` and `size`, guarded unless it is in BACKPROP; `num_directions` overrides M."""
+  options `correction`, `radial` and `size`, guarded unless it is in BACKPROP;
+  `num_directions` overrides M."""
   c = credit_config
-  estimator = with_options(_build(name, spec, c, num_directions), c.radial, c.size)
+  m = c.M if num_directions is None else num_directions
+  estimator = with_options(_build(name, spec, c, m), c.radial, c.size, c.correction, m)
   return estimator if name in BACKPROP else guarded_view(estimator)
 
 
-def _build(name, spec, c, num_directions) -> CreditEstimator:
-  m = c.M if num_directions is None else num_directions
+def _build(name, spec, c, m: int) -> CreditEstimator:
   simple = {"oracle": oracle, "oracle_dial": oracle_dial, "dfa": dfa, "identity": identity,
             "zero": zero, "fa": fa}
   if name in simple:

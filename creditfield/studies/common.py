@@ -81,7 +81,9 @@ def credit_label(row: dict) -> str:
   if row.get("dial_gamma") is not None:
     label = f"{name} γ={row['dial_gamma']:g}"
   # Credit options and a frozen embedding, where they differ from the defaults.
-  label += "".join([" radial removed" if row.get("radial") == "remove" else "",
+  label += "".join([" fg-corrected" if row.get("correction") == "forward_gradient" else "",
+                    " radial removed" if row.get("radial") == "remove" else "",
+                    " radial+mean removed" if row.get("radial") == "remove_with_mean" else "",
                     " projected" if row.get("size") == "projected" else "",
                     " embed frozen" if row.get("update_embed") is False else ""])
   return f"{label} (control)" if name in estimators.CONTROLS else label

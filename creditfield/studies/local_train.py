@@ -34,11 +34,11 @@ from creditfield import training_loop
 from creditfield import update_diagnostics
 from creditfield.studies import common
 
-TABLE = ("credit", "M", "radial", "size", "update_embed", "rule", "eta", "test_accuracy",
+TABLE = ("credit", "M", "correction", "radial", "size", "update_embed", "rule", "eta", "test_accuracy",
          "test_loss", "best_test_accuracy", "gamma", "update_alignment", "update_alignment_embed",
          "norm_ratio", "stream_norm", "radial_fraction", "ms_per_update", "forward_equivalents")
 # A row's identity: the credit with its options, the rule, the run length.
-GROUP = ("credit", "M", "radial", "size", "update_embed", "rule", "eta", "steps")
+GROUP = ("credit", "M", "correction", "radial", "size", "update_embed", "rule", "eta", "steps")
 LOCAL_EVAL = "local_eval"  # the phase of an evaluation record in metrics.jsonl
 FINAL_METRICS = ("test_accuracy", "test_loss", "best_test_accuracy", "gamma",
                  *update_diagnostics.HEADLINES, "ms_per_update", "train_seconds",
@@ -281,7 +281,8 @@ def run(config, workdir: str) -> dict:
     for rule in rule_list:
       eta = float(cfg.eta) if rule in rules_lib.USES_ETA else None
       tags = [dict(credit=name, rule=rule, eta=eta, seed=seed, steps=cfg.steps,
-                   radial=config.credit.radial, size=config.credit.size,
+                   correction=config.credit.correction, radial=config.credit.radial,
+                   size=config.credit.size,
                    update_embed=bool(cfg.update_embed),
                    **({"M": config.credit.M} if name in estimators.USES_M else {}))
               for seed in seeds]
