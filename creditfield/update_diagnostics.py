@@ -13,6 +13,10 @@ the credit a_u: u = 0 is the embedding, u = l + 1 is block l (which uses a_{l+1}
                           stream (signed; _abs_l{l} the mean of its absolute value)
   mean_fraction_l{l}      mean over samples of <a_l, 1/sqrt(D)> / ||a_l||: the credit along the
                           mean over features, LayerNorm's other blind direction (signed)
+  update_alignment_<p>     per parameter p of the blocks (w1, b1, w2, b2, ln_scale, ln_bias): the
+                          cosine of that parameter's gradient alone, mean over the blocks (Adam
+                          steps every parameter at its own scale, so a bias whose gradient is
+                          small but consistently wrong moves as far as a weight)
 Headlines: `update_alignment` (mean over the blocks, u = 1..L), `update_alignment_embed`
 (u = 0), `norm_ratio`, `radial_fraction`, `radial_fraction_abs` (means over the hidden layers
 0..L-1) and `stream_norm` (||h_L||). The measurement uses backprop, as Gamma does; the credit
@@ -51,7 +55,8 @@ def _cosine(a, b):
 
 def measure(spec, student_params, x, y, credit_Lp1xBxD, exact_Lp1xBxD, rule, eta,
             projections, update_embed: bool) -> dict[str, jax.Array]:
-  """Every per-layer diagnostic above, each of shape (L+1,). `rule` is a name or an index."""
+  """Every per-layer diagnostic above, each of shape (L+1,), and the per-parameter alignments
+  (scalars). `rule` is a name or an index."""
   spec = spec.with_guard(False)
   hs, _ = student_lib.forward(spec, student_params, x)
   local = rules_lib.local_grads(spec, student_params, x, y, credit_Lp1xBxD, rule, eta,
@@ -59,6 +64,11 @@ def measure(spec, student_params, x, y, credit_Lp1xBxD, exact_Lp1xBxD, rule, eta
   backprop = jax.grad(student_lib.mean_loss, argnums=1)(spec, student_params, x, y)
   alignment = jnp.stack([_cosine(a, b) for a, b in zip(unit_vectors(local, spec.depth),
                                                         unit_vectors(backprop, spec.depth))])
+  per_parameter = {
+      f"update_alignment_{name}": jnp.stack([
+          _cosine(local["blocks"][name][l], backprop["blocks"][name][l])
+          for l in range(spec.depth)]).mean()
+      for name in local["blocks"]}
   norm = lambda v: jnp.linalg.norm(v, axis=-1)
   ratio_LxB = norm(credit_Lp1xBxD) / (norm(exact_Lp1xBxD) + 1e-30)
   p25, median, p75 = jnp.percentile(ratio_LxB, jnp.array([25.0, 50.0, 75.0]), axis=-1)
@@ -66,7 +76,7 @@ def measure(spec, student_params, x, y, credit_Lp1xBxD, exact_Lp1xBxD, rule, eta
   return {"update_alignment": alignment, "norm_ratio": median, "norm_ratio_p25": p25,
           "norm_ratio_p75": p75, "stream_norm": norm(hs).mean(-1),
           "radial_fraction": radial_LxB.mean(-1), "radial_fraction_abs": jnp.abs(radial_LxB).mean(-1),
-          "mean_fraction": options.mean_fraction(credit_Lp1xBxD).mean(-1)}
+          "mean_fraction": options.mean_fraction(credit_Lp1xBxD).mean(-1), **per_parameter}
 
 
 @functools.lru_cache(maxsize=128)
@@ -112,4 +122,5 @@ def flat(per_layer: dict) -> dict[str, float]:
          "radial_fraction_abs": hidden("radial_fraction_abs")}
   for name in PER_LAYER:
     out.update({f"{name}_l{l}": float(v) for l, v in enumerate(per_layer[name])})
+  out.update({k: float(v) for k, v in per_layer.items() if k.startswith("update_alignment_")})
   return out
