@@ -46,11 +46,14 @@ def lines(rows: Sequence[dict], path: str, *, x: str, y: str, label: Callable[[d
 
 
 def line_panels(panels: dict[str, Sequence[dict]], path: str, *, x: str, y: str,
-                label: Callable[[dict], str]) -> None:
-  """`lines` once per panel (title -> rows), side by side in one figure."""
+                label: Callable[[dict], str], log_y: bool = False) -> None:
+  """`lines` once per panel (title -> rows), side by side in one figure; `log_y` draws y on a
+  log scale where every value is positive (norms that span orders of magnitude)."""
   fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
   for ax, (title, rows) in zip(axes[0], panels.items()):
     _draw_lines(ax, rows, x=x, y=y, label=label, title=title)
+    if log_y and all(r[y] > 0 for r in rows if r.get(y) is not None):
+      ax.set_yscale("log")
   _save(fig, path)
 
 

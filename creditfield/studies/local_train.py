@@ -249,7 +249,7 @@ def plot(workdir: str, summary: list[dict], records: list[dict]) -> None:
   panels = {rule: [s for s in curve_summary if s["rule"] == rule] for rule in rules}
   for y, x in ((value, "step"), (value, "train_seconds")) + tuple((y, "step") for y in over_steps):
     plots.line_panels(panels, os.path.join(workdir, f"{y}_vs_{x}.png"), x=x, y=y,
-                      label=common.credit_label)
+                      label=common.credit_label, log_y=y in ("stream_norm", "norm_ratio"))
 
 
 def run(config, workdir: str) -> dict:
