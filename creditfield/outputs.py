@@ -131,11 +131,22 @@ def _ordered_keys(rows: Sequence[dict]) -> list[str]:
 
 
 def _clean(v):
+  """A JSON-safe value: numpy scalars as Python numbers, a non-finite float as None (null)."""
   if isinstance(v, (np.floating, np.integer)):
     v = v.item()
   if isinstance(v, float) and not math.isfinite(v):
-    return str(v)
+    return None
   return v
+
+
+def clean_row(row: dict) -> dict:
+  """`row` JSON-safe; a row that held a non-finite number says which keys (`nonfinite`)."""
+  bad = sorted(k for k, v in row.items()
+               if isinstance(v, (float, np.floating)) and not math.isfinite(v))
+  out = {k: _clean(v) for k, v in row.items()}
+  if bad:
+    out["nonfinite"] = bad
+  return out
 
 
 def write_text(path: str, text: str) -> None:
@@ -146,7 +157,7 @@ def write_text(path: str, text: str) -> None:
 def write_results(workdir: str, rows: Sequence[dict], meta: dict, columns=None) -> None:
   if not distributed.is_writer():
     return
-  rows = [{k: _clean(v) for k, v in r.items()} for r in rows]
+  rows = [clean_row(r) for r in rows]
   _atomic_write(os.path.join(workdir, "results.json"),
                 json.dumps({"rows": rows, "meta": meta}, indent=1, sort_keys=True))
   keys = _ordered_keys(rows)

@@ -22,10 +22,15 @@ class NonFiniteError(errors.UserError, FloatingPointError):
 
 
 def keep_if_finite(new_state, old_state, loss, metrics: dict, skip: bool):
-  """With `skip`, a step whose loss is NaN/Inf leaves the state untouched (`skipped` = 1)."""
+  """With `skip`, a step whose loss is NaN/Inf, or whose update made any float of the state
+  NaN/Inf (a finite loss can still give a non-finite update), leaves the state untouched
+  (`skipped` = 1)."""
   if not skip:
     return new_state, metrics
   ok = jnp.isfinite(loss)
+  for leaf in jax.tree.leaves(new_state):
+    if jnp.issubdtype(leaf.dtype, jnp.floating):
+      ok = ok & jnp.all(jnp.isfinite(leaf))
   state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, old_state)
   return state, dict(metrics, skipped=(~ok).astype(jnp.float32))
 

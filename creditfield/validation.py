@@ -30,6 +30,26 @@ def validate(config) -> None:
   if config.experiment == "bench":
     return
   _one_of(config.data.name, datasets.DATASETS, "data.name")
+  _require(not (config.data.name == "synthetic" and config.data.dir),
+           f"config.data.dir={config.data.dir!r} is set, but the data is the embedded synthetic "
+           "task, which reads no folder: drop --config.data.dir, or drop the `synthetic` arg "
+           "to run on CIFAR-10.")
+  syn = config.data.synthetic
+  if config.data.name == "synthetic":
+    _require(syn.task != "classification" or syn.num_outputs >= 2,
+             f"config.data.synthetic.num_outputs must be >= 2 for classification (one class "
+             f"makes every accuracy 1.0), got {syn.num_outputs}.")
+    batches = {"snapshot.batch_size": config.snapshot.batch_size,
+               "estimator.batch_size": config.estimator.batch_size}
+    if "local_train" in config:
+      batches["local_train.batch_size"] = config.local_train.batch_size
+    for key, size in batches.items():
+      _require(size <= syn.num_train, f"config.{key}={size} is larger than the training set "
+                                      f"(config.data.synthetic.num_train={syn.num_train}).")
+    if "phase6" in config:
+      _require(config.phase6.heldout_size <= syn.num_test,
+               f"config.phase6.heldout_size={config.phase6.heldout_size} is larger than the "
+               f"test split (config.data.synthetic.num_test={syn.num_test}).")
   for key in ("depth", "width", "expansion"):
     value = config.student[key]
     _require(value >= 1, f"config.student.{key} must be >= 1, got {value}.")
@@ -83,6 +103,17 @@ def validate(config) -> None:
   _require(e.steps >= 0 and e.batch_size >= 1,
            f"config.estimator.steps must be >= 0 and batch_size >= 1, got {e.steps}, "
            f"{e.batch_size}.")
+  _require(e.grad_clip >= 0, f"config.estimator.grad_clip must be >= 0 (0: no clipping), got "
+                            f"{e.grad_clip}; a negative clip would flip the update's sign.")
+  _require(e.log_every >= 1, f"config.estimator.log_every must be >= 1, got {e.log_every}.")
+  for section in ("snapshot", "estimator") + (("local_train",) if "local_train" in config else ()):
+    warmup = config[section].warmup_steps
+    _require(warmup >= 0, f"config.{section}.warmup_steps must be >= 0, got {warmup}.")
+  d = config.diagnostics
+  _require(d.batch_size >= 2 and d.num_directions >= 1 and d.sigma > 0 and d.nudge_eps > 0,
+           "config.diagnostics needs batch_size >= 2 and num_directions >= 1 (Gamma and rho "
+           "are means and correlations over them), sigma > 0 and nudge_eps > 0; got "
+           f"{d.batch_size}, {d.num_directions}, {d.sigma}, {d.nudge_eps}.")
   _require(0 <= e.ema_decay < 1, f"config.estimator.ema_decay must be in [0, 1), got "
                                  f"{e.ema_decay}.")
   _one_of(e.credit_params, ("ema", "raw"), "estimator.credit_params")
@@ -92,6 +123,9 @@ def validate(config) -> None:
     rules.parse_rules(p.rules)
     _one_of(p.optimizer, optimizers.PHASE6, "phase6.optimizer")
     _require(p.k >= 1, f"config.phase6.k must be >= 1, got {p.k}.")
+    _require(p.batch_size >= 1 and p.heldout_size >= 1,
+             f"config.phase6.batch_size and heldout_size must be >= 1 (delta losses are means "
+             f"over them), got {p.batch_size}, {p.heldout_size}.")
     _require(all(0 <= g <= 1 for g in p.dial_gammas) and
              ("oracle_dial" not in names or len(p.dial_gammas) > 0),
              f"config.phase6.dial_gammas must be cosines in [0, 1] (at least one when "

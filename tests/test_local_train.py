@@ -113,8 +113,19 @@ def test_runlocal_study_has_every_credit_and_rule_and_backprop_learns(tmp_path):
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   evals = [r for r in records if r.get("phase") == "local_eval"]
   assert {"gamma_l0", "gamma_l4", "train_seconds", "test_accuracy"} <= set(evals[0])
+  # The update-level diagnostics, per layer, over training and in the final rows.
+  diagnostics_keys = {"update_alignment", "update_alignment_l0", "update_alignment_l4",
+                      "norm_ratio_l2", "norm_ratio_p25_l2", "stream_norm_l4",
+                      "radial_fraction_l1", "update_alignment_b2"}
+  assert diagnostics_keys <= set(evals[0])
+  finals = [r for r in json.load(open(tmp_path / "results.json"))["rows"] if r["seed"] == 0]
+  assert all(diagnostics_keys <= set(r) for r in finals)
+  assert by[("oracle", "inner_product")]["update_alignment"] == pytest.approx(1.0, abs=1e-4)
+  assert by[("zero", "inner_product")]["update_alignment"] == 0.0
+  assert all(r["radial"] == "keep" and r["size"] == "own" for r in rows)
   for name in ("test_accuracy_vs_step.png", "test_accuracy_vs_train_seconds.png",
-               "gamma_vs_step.png", "tables.md"):
+               "gamma_vs_step.png", "update_alignment_vs_step.png", "stream_norm_vs_step.png",
+               "tables.md"):
     assert (tmp_path / name).stat().st_size > 0
 
 

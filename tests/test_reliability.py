@@ -11,6 +11,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import creditfield
@@ -19,6 +20,7 @@ from creditfield import checkpoints
 from creditfield import config_defaults
 from creditfield import dataset as dataset_lib
 from creditfield import datasets
+from creditfield import outputs
 from creditfield import run as run_lib
 from creditfield import training_loop
 from creditfield import validation
@@ -199,3 +201,50 @@ def test_validation_accepts_every_shipped_config():
     for arg in ("synthetic", "synthetic,runlocal", "runlocal"):
       validation.validate(_config(name, arg))
 
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("estimator.grad_clip", -1.0, "grad_clip"),
+    ("diagnostics.batch_size", 0, "diagnostics"),
+    ("diagnostics.num_directions", 0, "diagnostics"),
+    ("phase6.batch_size", 0, "phase6.batch_size"),
+    ("phase6.heldout_size", 0, "heldout_size"),
+    ("phase6.heldout_size", 10 ** 6, "larger than the test split"),
+    ("snapshot.warmup_steps", -1, "warmup_steps"),
+    ("estimator.warmup_steps", -5, "warmup_steps"),
+    ("estimator.log_every", 0, "log_every"),
+    ("data.synthetic.num_outputs", 1, "num_outputs"),
+    ("data.synthetic.num_train", 10, "larger than the training set"),
+    ("data.dir", "/some/folder", "synthetic task"),
+    ("credit.radial", "sideways", "credit.radial"),
+    ("credit.size", "huge", "credit.size"),
+    ("credit.correction", "magic", "credit.correction"),
+    ("credit.dni.hidden", (0,), "dni.hidden"),
+])
+def test_values_that_would_give_wrong_numbers_are_refused_before_any_work(key, value, match):
+  """Each of these once ran to exit 0 with a wrong or NaN number (or a silent cap)."""
+  config = config_defaults.load(os.path.join(ROOT, "configs", "phase6c.py"), "synthetic,runlocal")
+  *path, leaf = key.split(".")
+  node = config
+  for part in path:
+    node = node[part]
+  node[leaf] = value
+  with pytest.raises(validation.ConfigError, match=match):
+    validation.validate(config)
+
+
+def test_non_finite_numbers_are_json_null_with_a_flag(tmp_path):
+  outputs.write_results(str(tmp_path), [{"gamma": float("nan"), "rho": 0.5},
+                                        {"gamma": 0.1, "rho": np.float32(np.inf)}], meta={})
+  rows = json.load(open(tmp_path / "results.json"))["rows"]
+  assert rows[0] == {"gamma": None, "rho": 0.5, "nonfinite": ["gamma"]}
+  assert rows[1] == {"gamma": 0.1, "rho": None, "nonfinite": ["rho"]}
+
+
+def test_skip_nonfinite_refuses_an_update_that_makes_the_state_nan():
+  """A finite loss whose update turns a parameter into NaN is skipped, not kept."""
+  old = {"w": jnp.ones(3), "step": jnp.int32(1)}
+  new = {"w": jnp.array([1.0, jnp.nan, 2.0]), "step": jnp.int32(2)}
+  state, metrics = training_loop.keep_if_finite(new, old, jnp.float32(0.5), {}, skip=True)
+  np.testing.assert_array_equal(state["w"], old["w"])
+  assert float(metrics["skipped"]) == 1.0
