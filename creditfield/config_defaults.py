@@ -78,6 +78,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.credit.normalization = "delta_L"
   c.credit.output_init = 0.0
   c.credit.learn_terminal = False
+  # The vector nets (vector_field, dni) also see log std(h_l) per sample, which LN(h) hides.
+  c.credit.stream_scale = False
   c.credit.forward_gradient = ml_collections.ConfigDict(dict(targets="jvp"))
   # Options of every credit at the hidden layers (estimators/options.py): correction none |
   # forward_gradient (M jvp directions, the credit as control variate: unbiased); radial keep |

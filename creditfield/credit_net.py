@@ -85,6 +85,8 @@ class CreditNet(nn.Module):
   between layers (t = l/L need not be an integer layer: smoothness uses midpoints).
   `output_init`: the last layer's weights are LeCun-normal times this (0: zeros, so the
   untrained net outputs 0, not O(1) noise that the regression must first unlearn).
+  `stream_scale`: also feed log std(h) per sample, the scale LN(h) hides (a pre-LN block's
+  Jacobian, and so the true credit below it, shrinks as the residual stream grows).
   """
   hidden: Sequence[int]
   out_dim: int
@@ -92,6 +94,7 @@ class CreditNet(nn.Module):
   time_dim: int = 16
   embedding: str = "learned"
   output_init: float = 0.0
+  stream_scale: bool = False
 
   def layer_embedding(self, t_B):
     if self.embedding == "sinusoidal":
@@ -105,8 +108,10 @@ class CreditNet(nn.Module):
 
   @nn.compact
   def __call__(self, h_BxD, t_B, s_BxS):
-    u = jnp.concatenate(
-        [student_lib.layer_norm(h_BxD), self.layer_embedding(t_B), s_BxS], axis=-1)
+    features = [student_lib.layer_norm(h_BxD), self.layer_embedding(t_B), s_BxS]
+    if self.stream_scale:
+      features.append(jnp.log(jnp.std(h_BxD, axis=-1, keepdims=True) + 1e-6))
+    u = jnp.concatenate(features, axis=-1)
     for width in self.hidden:
       u = nn.gelu(nn.Dense(width)(u))
     kernel_init = nn.initializers.variance_scaling(self.output_init ** 2, "fan_in",

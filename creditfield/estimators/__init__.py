@@ -77,7 +77,8 @@ def _build(name, spec, c, m: int) -> CreditEstimator:
   if name == "dni":
     return dni(spec, DniConfig(**dict(shared, hidden=tuple(c.dni.hidden),
                                       conditioning=c.dni.conditioning,
-                                      scale_floor=c.dni.scale_floor)))
+                                      scale_floor=c.dni.scale_floor,
+                                      stream_scale=c.stream_scale)))
   shared.update(conditioning=c.conditioning, learn_terminal=c.learn_terminal)
   if name == "vector_field":
     v = c.vector_field
@@ -85,7 +86,8 @@ def _build(name, spec, c, m: int) -> CreditEstimator:
         shared, hidden=tuple(v.hidden), num_directions=m, directions=c.directions,
         targets=c.targets, eps=c.fd_eps, regression=v.regression, beta=v.beta,
         smoothness=v.smoothness, contrastive=v.contrastive,
-        contrastive_tau=v.contrastive_tau, residual=v.residual, scale_floor=v.scale_floor)))
+        contrastive_tau=v.contrastive_tau, residual=v.residual, scale_floor=v.scale_floor,
+        stream_scale=c.stream_scale)))
   if name == "scalar_bridge":
     s = c.scalar_bridge
     return scalar_bridge(spec, ScalarBridgeConfig(**dict(

@@ -73,6 +73,7 @@ class DniConfig:
   normalization: str = "delta_L"
   scale_floor: float = 0.0
   output_init: float = 0.0
+  stream_scale: bool = False
 
 
 def block_vjps(student_params, hs_LxBxD, cotangents_LxBxD) -> jax.Array:
@@ -87,7 +88,7 @@ def dni(spec: student_lib.StudentSpec, cfg: DniConfig) -> base.CreditEstimator:
   depth = spec.depth
   net = credit_net.CreditNet(hidden=tuple(cfg.hidden), out_dim=spec.width, depth=depth,
                              time_dim=cfg.time_dim, embedding=cfg.embedding,
-                             output_init=cfg.output_init)
+                             output_init=cfg.output_init, stream_scale=cfg.stream_scale)
 
   def predict(phi, acts):
     """(a_phi in units of n over layers 0..L, n of shape (B, 1))."""

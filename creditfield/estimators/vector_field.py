@@ -61,6 +61,7 @@ class VectorFieldConfig:
   scale_floor: float = 0.0
   output_init: float = 0.0
   learn_terminal: bool = False
+  stream_scale: bool = False
 
 
 def vector_field(spec: student_lib.StudentSpec, cfg: VectorFieldConfig) -> base.CreditEstimator:
@@ -68,7 +69,8 @@ def vector_field(spec: student_lib.StudentSpec, cfg: VectorFieldConfig) -> base.
   depth, width = spec.depth, spec.width
   net = credit_net.CreditNet(
       hidden=tuple(cfg.hidden), out_dim=width + (1 if cfg.contrastive else 0), depth=depth,
-      time_dim=cfg.time_dim, embedding=cfg.embedding, output_init=cfg.output_init)
+      time_dim=cfg.time_dim, embedding=cfg.embedding, output_init=cfg.output_init,
+      stream_scale=cfg.stream_scale)
 
   def scale_of(acts):
     return credit_net.credit_scale(cfg.normalization, acts.delta_L, cfg.scale_floor)
