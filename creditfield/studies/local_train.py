@@ -34,9 +34,10 @@ from creditfield import training_loop
 from creditfield import update_diagnostics
 from creditfield.studies import common
 
-TABLE = ("credit", "M", "correction", "radial", "size", "update_embed", "rule", "eta", "test_accuracy",
-         "test_loss", "best_test_accuracy", "gamma", "update_alignment", "update_alignment_embed",
-         "norm_ratio", "stream_norm", "radial_fraction", "ms_per_update", "forward_equivalents")
+TABLE = ("credit", "M", "correction", "radial", "size", "update_embed", "rule", "eta",
+         "test_accuracy", "test_loss", "best_test_accuracy", "gamma", "update_alignment",
+         "update_alignment_embed", "norm_ratio", "stream_norm", "radial_fraction", "ms_per_update",
+         "forward_equivalents")
 # A row's identity: the credit with its options, the rule, the run length.
 GROUP = ("credit", "M", "correction", "radial", "size", "update_embed", "rule", "eta", "steps")
 LOCAL_EVAL = "local_eval"  # the phase of an evaluation record in metrics.jsonl
