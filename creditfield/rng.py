@@ -21,9 +21,12 @@ The streams the studies use (parents / leaves):
   phase6            batches, projections, sweep                 Phase 6 k-step scans
   local_train       init -> student, estimator; steps -> ...; quality, projections,
                     estimator_warmup                            local training
-Seed s of a study uses the streams of `stream(s, ...)`, vmapped or not (seeds.py). The one
-host-side generator, Phase 6's bootstrap over seeds, is numpy's default_rng seeded with
-[config.seed, name_id("phase6/correlation")].
+Below an estimator's key: `fa`'s init draws its feedback matrices from the leaves b1, b2; a
+credit with `correction=forward_gradient` splits its key into the leaves credit (the
+estimator's own) and correction (the directions). Seed s of a study uses the streams of
+`stream(s, ...)`, vmapped or not (seeds.py). The host-side generators, the bootstraps over
+seeds, are numpy's default_rng seeded with [config.seed, name_id("phase6/correlation")] (Phase 6)
+and [0, name_id("local_train/correlation")] (local training's grid correlation).
 tests/test_rng.py checks that no two keys of a run are equal.
 """
 import hashlib

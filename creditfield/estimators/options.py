@@ -45,6 +45,12 @@ def remove_radial(credit_SxBxD, hs_SxBxD, with_mean: bool = False) -> jax.Array:
   return credit_SxBxD - jnp.sum(credit_SxBxD * h_unit, -1, keepdims=True) * h_unit
 
 
+def radial_fraction(credit_SxBxD, hs_SxBxD) -> jax.Array:
+  """<a_l, h^_l> / ||a_l|| per layer and sample, (S, B); 0 where a_l = 0."""
+  h_unit = credit_net.unit(hs_SxBxD - hs_SxBxD.mean(-1, keepdims=True))
+  return jnp.sum(credit_net.unit(credit_SxBxD) * h_unit, -1)
+
+
 def mean_fraction(credit_SxBxD) -> jax.Array:
   """<a_l, 1/sqrt(D)> / ||a_l|| per layer and sample, (S, B): the credit along the mean."""
   width = credit_SxBxD.shape[-1]
@@ -58,12 +64,6 @@ def forward_gradient_correction(spec, student_params, hs_SxBxD, y, credit_SxBxD,
   d_MxSxB = perturb.directional_derivatives(spec, student_params, hs_SxBxD, y, v, "jvp")
   residual_MxSxB = d_MxSxB - jnp.einsum("sbd,msbd->msb", credit_SxBxD, v)
   return credit_SxBxD + jnp.einsum("msb,msbd->sbd", residual_MxSxB, v) / num_directions
-
-
-def radial_fraction(credit_SxBxD, hs_SxBxD) -> jax.Array:
-  """<a_l, h^_l> / ||a_l|| per layer and sample, (S, B); 0 where a_l = 0."""
-  h_unit = credit_net.unit(hs_SxBxD - hs_SxBxD.mean(-1, keepdims=True))
-  return jnp.sum(credit_net.unit(credit_SxBxD) * h_unit, -1)
 
 
 def projected_size(spec, student_params, hs_SxBxD, y, credit_SxBxD) -> jax.Array:
@@ -86,11 +86,15 @@ def with_options(estimator: base.CreditEstimator, radial: str = "keep", size: st
   own_credit = estimator.credit
 
   def credit(phi, student_params, acts, key):
-    a = own_credit(phi, student_params, acts, key)
+    corrected = correction == "forward_gradient"
+    # With a correction the key becomes a parent of two named leaves (rng.py); without one the
+    # estimator gets its key as it would alone, so its numbers do not change.
+    k_credit, k_correction = rng.leaves(key, "credit", "correction") if corrected else (key, None)
+    a = own_credit(phi, student_params, acts, k_credit)
     hidden, hs = a[:-1], acts.hs[:-1]
-    if correction == "forward_gradient":
+    if corrected:
       hidden = forward_gradient_correction(estimator.spec, student_params, hs, acts.y, hidden,
-                                           rng.stream(key, "correction"), num_directions)
+                                           k_correction, num_directions)
     if radial != "keep":
       hidden = remove_radial(hidden, hs, with_mean=radial == "remove_with_mean")
     if size == "projected":
