@@ -86,6 +86,9 @@ def train(spec: student_lib.StudentSpec, dataset: dataset_lib.Dataset, cfg, key,
     start = mngr.latest_step()
     params, opt_state, stored = checkpoints.restore(mngr, start, state.params, state.opt_state)
     checkpoints.check_spec(stored["spec"], spec, str(mngr.directory))
+    checkpoints.check_data(stored.get("data_fingerprint"), dataset.fingerprint,
+                           f"The checkpoint {mngr.directory}/{start} this run would resume",
+                           allow_other=False)
     state = TrainState(params, opt_state)
     logging.info("Resuming the snapshot from step %d of %s.", start, mngr.directory)
 

@@ -117,6 +117,18 @@ def _checkpoint_dir(path: str) -> str:
   return path
 
 
+def check_data(stored: Optional[str], current: str, where: str, allow_other: bool) -> None:
+  """Refuses a snapshot or checkpoint made on other data than the run's (by fingerprint)."""
+  if stored is None or stored == current or allow_other:
+    return
+  raise SnapshotError(
+      f"{where} was trained on data with fingerprint {stored}, but this run's data has "
+      f"fingerprint {current}: its numbers would describe a model of other data. Use a new "
+      "--workdir (to train on this data), the data it was made with, or "
+      "--config.snapshot.allow_other_data=True for a deliberate transfer study (recorded in the "
+      "results' meta).")
+
+
 def load_snapshot(path: str, step: Optional[int] = None) -> Snapshot:
   """Restores the latest (or given) snapshot step under `path` for analysis.
 

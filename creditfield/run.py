@@ -9,6 +9,7 @@ from creditfield import errors
 from creditfield import run_stats
 from creditfield import sharding
 from creditfield import validation
+from creditfield import workdir_lock
 
 EXPERIMENTS = ("phase1", "pivot", "snapshot", "phase6a", "phase6c", "local_train", "bench")
 
@@ -27,7 +28,8 @@ def run_experiment(config, workdir: str) -> dict:
     sharding.check_batch_sizes(config, mesh.size)
     # Finite-difference targets and diagnostics need true fp32 matmuls: a GPU's
     # default TF32 would put ~1e-3 relative noise into every loss difference.
-    with jax.default_matmul_precision(config.matmul_precision), jax.set_mesh(mesh):
+    with (workdir_lock.held(workdir), jax.default_matmul_precision(config.matmul_precision),
+          jax.set_mesh(mesh)):
       result = _dispatch(config, workdir)
     run_stats.write(workdir, meter.stats(config.experiment))
     return result

@@ -11,7 +11,7 @@ from creditfield import config_defaults
 from creditfield import sampling
 
 
-def _write_folder(root, per_class=2, classes=cifar10.CLASSES[:3]):
+def _write_folder(root, per_class=2, classes=cifar10.CLASSES):
   rng = np.random.default_rng(0)
   for split in ("train", "test"):
     for cls in classes:
@@ -32,9 +32,9 @@ def _config(tmp_path, data_dir="", tfds_dir=None):
 def test_image_folder_goes_through_the_real_builder(tmp_path):
   root = _write_folder(tmp_path / "images")
   data = cifar10.load(_config(tmp_path, root))
-  assert data.x_train.shape == (6, 3072) and data.x_test.shape == (6, 3072)
-  assert sorted(np.asarray(data.y_train).tolist()) == [0, 0, 1, 1, 2, 2]
-  np.testing.assert_allclose(np.asarray(data.x_train).reshape(6, 32, 32, 3).mean((0, 1, 2)),
+  assert data.x_train.shape == (20, 3072) and data.x_test.shape == (20, 3072)
+  assert sorted(np.asarray(data.y_train).tolist()) == sorted(list(range(10)) * 2)
+  np.testing.assert_allclose(np.asarray(data.x_train).reshape(20, 32, 32, 3).mean((0, 1, 2)),
                              0.0, atol=1e-5)  # per-channel normalisation from training stats
   original = np.asarray(Image.open(root / "train" / "bird" / "0001.png"))
   restored = cifar10._read_split(  # pylint: disable=protected-access
@@ -49,7 +49,7 @@ def test_a_changed_source_is_prepared_again(tmp_path):
   assert cifar10.load(_config(tmp_path, root)).fingerprint == first  # cached
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "train" / "bird" / "0009.png")
   second = cifar10.load(_config(tmp_path, root))
-  assert second.fingerprint != first and second.x_train.shape[0] == 7
+  assert second.fingerprint != first and second.x_train.shape[0] == 21
   assert len(os.listdir(tmp_path / "tfds" / "image_folder_cifar10")) == 2
 
 
@@ -61,7 +61,7 @@ def test_tfds_cifar10_is_read_the_same_way_under_mock_data(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "no_test_split", "unknown_class",
-                                  "unreadable_image", "no_source"])
+                                  "missing_class", "unreadable_image", "no_source"])
 def test_bad_data_directories_are_clear_errors(tmp_path, case):
   root = tmp_path / "images"
   if case == "empty":
@@ -73,10 +73,14 @@ def test_bad_data_directories_are_clear_errors(tmp_path, case):
     shutil.rmtree(root / "test")
   elif case == "unknown_class":
     (root / "train" / "dragon").mkdir()
+  elif case == "missing_class":  # once trained on 9 classes without a word
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(root / "test" / "truck")
   elif case == "unreadable_image":
     (root / "train" / "bird" / "0005.jpg").write_bytes(b"not a jpeg")
   expected = {"missing": "does not exist", "empty": "is empty", "no_test_split": "no test/",
-              "unknown_class": "Unknown class folder", "unreadable_image": "Cannot read image",
+              "unknown_class": "Unknown class folder", "missing_class": "class\\(es\\) truck",
+              "unreadable_image": "Cannot read image",
               "no_source": "No CIFAR-10 source"}[case]
   config = _config(tmp_path, "" if case == "no_source" else root)
   if case == "no_source":

@@ -248,3 +248,33 @@ def test_skip_nonfinite_refuses_an_update_that_makes_the_state_nan():
   state, metrics = training_loop.keep_if_finite(new, old, jnp.float32(0.5), {}, skip=True)
   np.testing.assert_array_equal(state["w"], old["w"])
   assert float(metrics["skipped"]) == 1.0
+
+
+def test_a_second_process_on_a_workdir_in_use_is_refused_naming_the_holder(tmp_path):
+  from creditfield import workdir_lock  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "w"
+  with workdir_lock.held(str(workdir)):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "main.py"),
+         "--config=" + os.path.join(ROOT, "configs", "phase1.py") + ":synthetic,runlocal",
+         f"--workdir={workdir}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode != 0
+    assert f"in use by another run (process {os.getpid()}" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, caplog):
+  from creditfield import workdir_lock  # pylint: disable=g-import-not-at-top
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  (tmp_path / ".lock").write_text(str(dead.pid))
+  with caplog.at_level("WARNING"), workdir_lock.held(str(tmp_path)):
+    assert (tmp_path / ".lock").read_text() == str(os.getpid())
+  assert f"left by process {dead.pid}" in caplog.text
+
+
+def test_a_snapshot_of_other_data_is_refused_with_both_fingerprints():
+  with pytest.raises(checkpoints.SnapshotError, match="fingerprint aaaa.*fingerprint bbbb"):
+    checkpoints.check_data("aaaa", "bbbb", "The snapshot S", allow_other=False)
+  checkpoints.check_data("aaaa", "bbbb", "The snapshot S", allow_other=True)  # a transfer study
+  checkpoints.check_data("aaaa", "aaaa", "The snapshot S", allow_other=False)

@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 from creditfield import config_defaults
 from creditfield import estimators
 from creditfield import rules
@@ -88,6 +90,29 @@ def test_phase6c_runlocal_dial_spans_gamma_and_correlations_are_rows(phase6c_run
   assert ip and ip[0]["spearman"] == -1.0, ip
   for name in ("delta_loss_vs_gamma_inner_product.png", "delta_loss_vs_gamma_cosine.png"):
     assert (tmp_path / name).stat().st_size > 0
+  # Every row carries the update-level diagnostics of its credit x rule at the snapshot: the
+  # oracle under inner_product is backprop's update exactly; zero credit makes none.
+  at = lambda credit, rule: next(r for r in rows if r.get("credit") == credit
+                                 and r.get("rule") == rule and r["seed"] == 0)
+  assert abs(at("oracle", "inner_product")["update_alignment"] - 1) < 1e-4
+  assert at("zero", "inner_product")["update_alignment"] == 0.0
+  assert at("vector_field", "cosine")["stream_norm"] > 0
+
+
+def test_phase6_refuses_a_snapshot_of_other_data(tmp_path, phase6c_runlocal):
+  """Same architecture, other data (the teacher's alpha): the snapshot's data fingerprint
+  differs from the run's, and the run stops before any number is made."""
+  from creditfield import checkpoints  # pylint: disable=g-import-not-at-top
+  from creditfield.studies import common  # pylint: disable=g-import-not-at-top
+  config = config_defaults.load(os.path.join(ROOT, "configs", "phase6c.py"), "synthetic,runlocal")
+  config.snapshot.path = str(phase6c_runlocal[0])
+  config.data.synthetic.alpha = 3.0
+  r = common.start(config, str(tmp_path))
+  with pytest.raises(checkpoints.SnapshotError, match="allow_other_data"):
+    common.student(r)
+  config.snapshot.allow_other_data = True
+  _, snapshot_eval = common.student(common.start(config, str(tmp_path / "transfer")))
+  assert snapshot_eval["data_fingerprint"] != r.dataset.fingerprint
 
 
 def test_same_config_and_seed_reproduce_bit_identical_results(tmp_path, phase6c_runlocal):

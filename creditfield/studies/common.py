@@ -47,8 +47,13 @@ def student(run: Run):
   if cfg.path:
     snap = checkpoints.load_snapshot(cfg.path)
     checkpoints.check_spec(checkpoints.spec_to_json(snap.spec), run.spec, cfg.path)
+    checkpoints.check_data(snap.meta.get("data_fingerprint"), run.dataset.fingerprint,
+                           f"The snapshot {cfg.path}", cfg.allow_other_data)
     logging.info("Loaded snapshot %s step %d.", cfg.path, snap.step)
-    return snap.params, snap.meta.get("eval", {})
+    # The snapshot's own data goes into the results' meta (`snapshot_eval`), so a transfer
+    # study (allow_other_data) says what it transferred from.
+    return snap.params, dict(snap.meta.get("eval", {}),
+                             data_fingerprint=snap.meta.get("data_fingerprint"))
   mngr = checkpoints.manager(os.path.join(run.workdir, "checkpoints"))
   meta = {"config": json.loads(run.config.to_json_best_effort()),
           "data_fingerprint": run.dataset.fingerprint, "data_source": run.dataset.name}
