@@ -113,9 +113,17 @@ def train(spec: student_lib.StudentSpec, dataset: dataset_lib.Dataset, cfg, key,
   # Chunks divide every interval, so a resumed run sees the same chunk boundaries.
   chunk = training_loop.chunk_size(
       cfg.steps, math.gcd(cfg.log_every, cfg.eval_every, cfg.checkpoint_every))
+  def on_stop(step, state):  # SIGTERM/SIGINT: a checkpoint of the last finished chunk
+    if mngr is None:
+      return ""
+    if mngr.latest_step() != step:
+      checkpoints.save(mngr, step, state.params, state.opt_state,
+                       dict(meta, step=step, eval=history[-1] if history else {}))
+    return f"a checkpoint at {mngr.directory}/{step}"
+
   state = training_loop.run(
       step_fn, state, (dataset.x_train, dataset.y_train), start=start, num_steps=cfg.steps,
-      chunk_size=chunk, what="snapshot (backprop)", on_chunk=on_chunk,
+      chunk_size=chunk, what="snapshot (backprop)", on_chunk=on_chunk, on_stop=on_stop,
       last_good=lambda: f"{mngr.directory}/{mngr.latest_step()}" if mngr and mngr.latest_step() else "")
   final = evaluate(spec, state.params, dataset.x_test, dataset.y_test)
   return state.params, state.opt_state, final

@@ -84,6 +84,21 @@ class MetricsWriter:
         f.write(json.dumps(r, sort_keys=True) + "\n")
     self.events.write(records)
 
+  def rewind(self, phases: Sequence[str], after_step: int) -> int:
+    """Drops the records of `phases` past `after_step` (a run resumed from a checkpoint at that
+    step writes them again): rewrites metrics.jsonl, and tells TensorBoard to purge those steps
+    of their runs (a SessionLog.START event at after_step + 1). Returns how many were dropped."""
+    if not distributed.is_writer():
+      return 0
+    records = self.read()
+    late = lambda r: r.get("phase") in phases and r.get("step", -1) > after_step
+    dropped = [r for r in records if late(r)]
+    if dropped:
+      _atomic_write(self.path, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                       for r in records if not late(r)))
+      self.events.purge_after({tensorboard_events.run_name(r) for r in dropped}, after_step)
+    return len(dropped)
+
   def close(self) -> None:
     self.events.close()
 

@@ -59,6 +59,15 @@ class EventWriter:
     for writer in self.writers.values():
       writer.flush()
 
+  def purge_after(self, runs: Iterable[str], step: int) -> None:
+    """TensorBoard discards every event of `runs` from step + 1 on (SessionLog.START: how a
+    restarted job says that what came after its checkpoint is void)."""
+    for run in runs:
+      self._writer(run).add_event(event_pb2.Event(
+          wall_time=time.time(), step=step + 1,
+          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+      self._writer(run).flush()
+
   def _writer(self, run: str) -> event_file_writer.EventFileWriter:
     if run not in self.writers:
       self.writers[run] = event_file_writer.EventFileWriter(os.path.join(self.directory, run))

@@ -5,7 +5,10 @@ chunk returns its per-step metrics stacked; the host checks them for non-finite
 values, logs a progress line and hands them to `on_chunk` (metrics.jsonl,
 checkpoints) before the next chunk starts.
 """
+import contextlib
 import functools
+import signal
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -59,35 +62,73 @@ def jitted_chunk(step_fn):
   return jax.jit(chunk, donate_argnums=0)
 
 
+class Interrupted(errors.UserError):
+  """SIGTERM or SIGINT stopped a training loop between two chunks."""
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """Records SIGTERM/SIGINT instead of dying mid-step (main thread only; elsewhere a no-op)."""
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+  handler = lambda signum, frame: received.append(signal.Signals(signum).name)
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield received
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
 def run(step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict]], state: Any, data: Any, *,
         start: int, num_steps: int, chunk_size: int, what: str,
         on_chunk: Optional[Callable[[int, dict, Any], None]] = None,
-        last_good: Callable[[], str] = lambda: "") -> Any:
+        last_good: Callable[[], str] = lambda: "",
+        on_stop: Optional[Callable[[int, Any], str]] = None) -> Any:
   """Runs steps start..num_steps-1 of `step_fn(data, state, step) -> (state, metrics)`.
 
   `data` (arrays such as the training set and a frozen student) is passed to the
   jitted chunk as an argument, never baked in as a constant.
   `on_chunk(first_step, metrics_numpy, state)` is called after every chunk.
+  A SIGTERM or SIGINT lets the running chunk finish, then `on_stop(step, state)` saves what can
+  be resumed and says where, and `Interrupted` ends the run with one line.
   """
   chunk_fn = jitted_chunk(step_fn)
   step = start
   tic = last_shown = time.perf_counter()
-  while step < num_steps:
-    n = min(chunk_size, num_steps - step)
-    chunk_tic = time.perf_counter()
-    state, metrics = chunk_fn(state, jnp.arange(step, step + n), data)
-    metrics = jax.device_get(metrics)
-    check_finite(metrics, step, what, last_good())
-    # The chunk's rate (the first one includes compilation), as a metric of every step.
-    metrics["steps_per_second"] = np.full(n, n / max(time.perf_counter() - chunk_tic, 1e-9))
-    if on_chunk is not None:
-      on_chunk(step, metrics, state)
-    step += n
-    now = time.perf_counter()
-    if now - last_shown >= PROGRESS_SECONDS or step >= num_steps:
-      last_shown = now
-      logging.info("%s", progress_line(what, step, start, num_steps, now - tic, metrics))
+  with _stop_requests() as stop:
+    while step < num_steps:
+      step, state, last_shown = _one_chunk(chunk_fn, state, data, step, start, num_steps,
+                                           chunk_size, what, on_chunk, last_good, tic,
+                                           last_shown)
+      if stop and step < num_steps:
+        saved = on_stop(step, state) if on_stop is not None else ""
+        where = (f"saved {saved}; rerun the same command to resume from step {step}" if saved
+                 else "nothing of this part was saved; rerun the same command to redo it")
+        raise Interrupted(f"{what}: stopped by {stop[0]} at step {step}/{num_steps}; {where}.")
   return state
+
+
+def _one_chunk(chunk_fn, state, data, step, start, num_steps, chunk_size, what, on_chunk,
+               last_good, tic, last_shown):
+  """One chunk of `run`: returns (next step, state, time of the last progress line)."""
+  n = min(chunk_size, num_steps - step)
+  chunk_tic = time.perf_counter()
+  state, metrics = chunk_fn(state, jnp.arange(step, step + n), data)
+  metrics = jax.device_get(metrics)
+  check_finite(metrics, step, what, last_good())
+  # The chunk's rate (the first one includes compilation), as a metric of every step.
+  metrics["steps_per_second"] = np.full(n, n / max(time.perf_counter() - chunk_tic, 1e-9))
+  if on_chunk is not None:
+    on_chunk(step, metrics, state)
+  step += n
+  now = time.perf_counter()
+  if now - last_shown >= PROGRESS_SECONDS or step >= num_steps:
+    last_shown = now
+    logging.info("%s", progress_line(what, step, start, num_steps, now - tic, metrics))
+  return step, state, last_shown
 
 
 PROGRESS_SECONDS = 10.0  # at most one progress line per loop this often (and the last step)

@@ -144,8 +144,9 @@ def uninterrupted_snapshot(tmp_path_factory):
   return json.loads((workdir / "results.json").read_text())["rows"][0]
 
 
-# SIGKILL: the harshest stop (no handler runs); a SIGTERM-stopped run resumed the same way.
-@pytest.mark.parametrize("sig", [signal.SIGKILL])
+# SIGKILL: the harshest stop (no handler runs); SIGTERM: the run saves a checkpoint of its last
+# finished chunk and says where to resume, in one line.
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sig,
                                                           uninterrupted_snapshot):
   proc = _main(*_snapshot_command(tmp_path / "killed"))
@@ -155,13 +156,21 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sig,
       n.isdigit() for n in os.listdir(ckpt))):
     time.sleep(0.2)
   proc.send_signal(sig)
-  proc.communicate(timeout=60)
+  _, stderr = proc.communicate(timeout=60)
   assert not (tmp_path / "killed" / "results.json").exists(), "killed too late"
+  if sig == signal.SIGTERM:
+    assert proc.returncode != 0 and "Traceback" not in stderr, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr and "rerun the same command to resume" in stderr
   resumed = _main(*_snapshot_command(tmp_path / "killed"))
   assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
   row = json.loads((tmp_path / "killed" / "results.json").read_text())["rows"][0]
   assert (row["accuracy"], row["loss"]) == (uninterrupted_snapshot["accuracy"],
                                             uninterrupted_snapshot["loss"])
+  # The resumed run replaced what the stopped one logged past its checkpoint: no duplicates.
+  steps = [(r["phase"], r["step"]) for r in
+           map(json.loads, (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines())
+           if r.get("phase", "").startswith("snapshot")]
+  assert len(steps) == len(set(steps)) and max(s for _, s in steps) == 3000
 
 
 def test_half_written_and_truncated_checkpoints(tmp_path):

@@ -55,6 +55,11 @@ def student(run: Run):
     return snap.params, dict(snap.meta.get("eval", {}),
                              data_fingerprint=snap.meta.get("data_fingerprint"))
   mngr = checkpoints.manager(os.path.join(run.workdir, "checkpoints"))
+  if mngr.latest_step() is not None:  # resuming: what the killed run logged past it is void
+    dropped = run.metrics.rewind(("snapshot_train", "snapshot_eval"), mngr.latest_step())
+    if dropped:
+      logging.info("Resuming from step %d: dropped %d records logged after it.",
+                   mngr.latest_step(), dropped)
   meta = {"config": json.loads(run.config.to_json_best_effort()),
           "data_fingerprint": run.dataset.fingerprint, "data_source": run.dataset.name}
   try:
