@@ -67,12 +67,14 @@ def make_train_step(spec, optimizer, batch_size: int, key, image_shape=None,
 
 def train(spec: student_lib.StudentSpec, dataset: dataset_lib.Dataset, cfg, key, *,
           mngr=None, meta: Optional[dict] = None,
-          on_metrics: Optional[Callable[[list], None]] = None, skip_nonfinite: bool = False):
+          on_metrics: Optional[Callable[[list], None]] = None, skip_nonfinite: bool = False,
+          on_resume: Optional[Callable[[int], None]] = None):
   """Trains the student by backprop; returns (params, opt_state, last eval dict).
 
   With `mngr` (an Orbax CheckpointManager) it resumes from the latest step,
   saves every `cfg.checkpoint_every` steps and at the end; `meta` (config,
-  fingerprint) is stored beside the arrays.
+  fingerprint) is stored beside the arrays. A newest checkpoint that cannot be restored is
+  skipped for the newest intact one; `on_resume(step)` is told the step it resumes from.
   """
   spec = spec.with_guard(False)  # the snapshot is ordinary backprop
   augment = cfg.augment if dataset.image_shape else "none"
@@ -83,12 +85,14 @@ def train(spec: student_lib.StudentSpec, dataset: dataset_lib.Dataset, cfg, key,
   start = 0
   meta = dict(meta or {}, spec=checkpoints.spec_to_json(spec))
   if mngr is not None and mngr.latest_step() is not None:
-    start = mngr.latest_step()
-    params, opt_state, stored = checkpoints.restore(mngr, start, state.params, state.opt_state)
+    start, params, opt_state, stored = checkpoints.restore_latest_intact(
+        mngr, state.params, state.opt_state)
     checkpoints.check_spec(stored["spec"], spec, str(mngr.directory))
     checkpoints.check_data(stored.get("data_fingerprint"), dataset.fingerprint,
                            f"The checkpoint {mngr.directory}/{start} this run would resume",
                            allow_other=False)
+    if on_resume is not None:
+      on_resume(start)
     state = TrainState(params, opt_state)
     logging.info("Resuming the snapshot from step %d of %s.", start, mngr.directory)
 

@@ -117,6 +117,31 @@ def _checkpoint_dir(path: str) -> str:
   return path
 
 
+def first_line(error: Exception, limit: int = 200) -> str:
+  """An exception's first line, cut to `limit` characters (TensorStore errors print their whole
+  spec)."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+  return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def restore_latest_intact(mngr, params_like, opt_state_like):
+  """(step, params, opt_state, meta) of the newest checkpoint that restores; a newer one that
+  does not (a write cut short by a crash or a full disk) is skipped with a warning."""
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      return (step,) + tuple(restore(mngr, step, params_like, opt_state_like))
+    except Exception as e:  # Orbax raises many types for unreadable/truncated data.
+      # Moved aside, not deleted: the resumed run saves this step again.
+      aside = os.path.join(str(mngr.directory), f"{step}.unrestorable")
+      os.rename(os.path.join(str(mngr.directory), str(step)), aside)
+      mngr.reload()
+      logging.warning("Checkpoint %s/%d cannot be restored (%s: %s); moved to %s, trying an "
+                      "older one.", mngr.directory, step, type(e).__name__, first_line(e), aside)
+  raise SnapshotError(f"No checkpoint under {mngr.directory} can be restored (all truncated or "
+                      "corrupt). Delete that folder to train from the start, or choose a new "
+                      "--workdir.")
+
+
 def check_data(stored: Optional[str], current: str, where: str, allow_other: bool) -> None:
   """Refuses a snapshot or checkpoint made on other data than the run's (by fingerprint)."""
   if stored is None or stored == current or allow_other:
@@ -149,8 +174,8 @@ def load_snapshot(path: str, step: Optional[int] = None) -> Snapshot:
     params, _, meta = restore(mngr, step)
   except Exception as e:  # Orbax raises many types for unreadable/truncated data.
     raise SnapshotError(f"Could not restore the snapshot at {directory} step {step}: "
-                        f"{type(e).__name__}: {e}. The checkpoint may be truncated or not "
-                        "written by creditfield; re-run the snapshot.") from e
+                        f"{type(e).__name__}: {first_line(e)}. The checkpoint may be truncated "
+                        "or not written by creditfield; re-run the snapshot.") from None
   finally:
     mngr.close()
   if "spec" not in meta:

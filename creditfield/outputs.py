@@ -48,13 +48,29 @@ def prepare_workdir(workdir: str, config_json: str) -> bool:
       except json.JSONDecodeError:
         old = None
     if old != new:
+      changed = config_differences(old or {}, new)
+      shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in changed[:8])
+      more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
       raise WorkdirConflictError(
-          f"The workdir {workdir} holds a different run (its config.json differs from this "
-          "config). Choose a new --workdir, or rerun with the same config to resume.")
+          f"The workdir {workdir} holds a different run: its config.json differs from this "
+          f"config in {shown}{more}. Choose a new --workdir, or rerun with the same config to "
+          "resume.")
   else:
     _atomic_write(path, json.dumps(new, indent=2, sort_keys=True))
   distributed.barrier("workdir prepared")
   return resumed
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple]:
+  """(dotted key, old value, new value) for every key whose value differs (None: absent)."""
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += config_differences(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append((f"{prefix}{key}", a, b))
+  return out
 
 
 def _atomic_write(path: str, text: str) -> None:

@@ -287,3 +287,32 @@ def test_a_snapshot_of_other_data_is_refused_with_both_fingerprints():
     checkpoints.check_data("aaaa", "bbbb", "The snapshot S", allow_other=False)
   checkpoints.check_data("aaaa", "bbbb", "The snapshot S", allow_other=True)  # a transfer study
   checkpoints.check_data("aaaa", "aaaa", "The snapshot S", allow_other=False)
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, caplog):
+  config = _config("snapshot")
+  config.snapshot.update(dict(steps=200, checkpoint_every=100))
+  data = datasets.load(config, 0)
+  spec = dataset_lib.student_spec(config, data)
+  key = jnp.zeros(2, jnp.uint32)
+  with checkpoints.manager(str(tmp_path)) as mngr:
+    bp_training.train(spec, data, config.snapshot, key, mngr=mngr)
+  for path in (tmp_path / "200" / "params").rglob("*"):
+    if path.is_file() and path.name != "_METADATA":
+      path.write_bytes(b"")  # the newest write was cut short
+  resumed_from = []
+  with caplog.at_level("WARNING"), checkpoints.manager(str(tmp_path)) as mngr:
+    _, _, final = bp_training.train(spec, data, config.snapshot, key, mngr=mngr,
+                                    on_resume=resumed_from.append)
+  assert resumed_from == [100] and "200 cannot be restored" in caplog.text
+  assert (tmp_path / "200.unrestorable").is_dir()  # kept aside, not deleted
+  assert creditfield.load_snapshot(str(tmp_path)).step == 200  # saved again
+  assert np.isfinite(final["loss"])
+
+
+def test_a_refused_rerun_names_the_keys_that_changed(tmp_path):
+  config = _config("phase1")
+  outputs.prepare_workdir(str(tmp_path), config.to_json_best_effort(sort_keys=True))
+  config.seed, config.credit.M = 7, 3
+  with pytest.raises(outputs.WorkdirConflictError, match=r"credit\.M: 8 there, 3 now.*seed: 0 there, 7 now"):
+    outputs.prepare_workdir(str(tmp_path), config.to_json_best_effort(sort_keys=True))

@@ -55,17 +55,18 @@ def student(run: Run):
     return snap.params, dict(snap.meta.get("eval", {}),
                              data_fingerprint=snap.meta.get("data_fingerprint"))
   mngr = checkpoints.manager(os.path.join(run.workdir, "checkpoints"))
-  if mngr.latest_step() is not None:  # resuming: what the killed run logged past it is void
-    dropped = run.metrics.rewind(("snapshot_train", "snapshot_eval"), mngr.latest_step())
+
+  def on_resume(step):  # what a stopped run logged past its checkpoint is void
+    dropped = run.metrics.rewind(("snapshot_train", "snapshot_eval"), step)
     if dropped:
-      logging.info("Resuming from step %d: dropped %d records logged after it.",
-                   mngr.latest_step(), dropped)
+      logging.info("Resuming from step %d: dropped %d records logged after it.", step, dropped)
+
   meta = {"config": json.loads(run.config.to_json_best_effort()),
           "data_fingerprint": run.dataset.fingerprint, "data_source": run.dataset.name}
   try:
     params, _, final = bp_training.train(
         run.spec, run.dataset, cfg, rng.stream(run.config.seed, "snapshot"), mngr=mngr, meta=meta,
-        on_metrics=run.metrics, skip_nonfinite=run.config.skip_nonfinite)
+        on_metrics=run.metrics, skip_nonfinite=run.config.skip_nonfinite, on_resume=on_resume)
   finally:
     mngr.close()
   logging.info("Snapshot: %s", final)
