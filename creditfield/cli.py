@@ -76,8 +76,15 @@ def message(error: Exception, argv) -> str:
 def parse_flags(argv):
   """`flags.FLAGS(argv)`, with parsing errors as one paragraph and exit status 2."""
   path, _ = _config_path_and_arg(argv)
+  given = [a for a in argv if a.startswith(f"--{CONFIG_FLAG}=")]
+  if len(given) > 1:  # absl would keep the last one silently
+    _exit(f"--{CONFIG_FLAG} is given {len(given)} times ({', '.join(given)}); give one config "
+          f"file, and change its values with --{CONFIG_FLAG}.key=value.")
   if path and not os.path.isfile(path):
     _exit(f"Config file {path} does not exist.{_available_configs(path)}")
+  if path and not path.endswith(".py"):
+    _exit(f"{path} is not a config file: a config is a Python file with get_config(), such as "
+          f"configs/phase6c.py.{_available_configs(path)}")
   try:
     return flags.FLAGS(argv)
   except (flags.Error, OSError, ValueError, KeyError, AttributeError) as e:

@@ -13,6 +13,8 @@ import os
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from creditfield import errors
+
 OFF = "none"
 
 
@@ -48,7 +50,14 @@ def enable(cfg) -> str | None:
   if path is None:
     return None
   if jax.config.values["jax_compilation_cache_dir"] != path:
-    os.makedirs(path, exist_ok=True)
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise errors.UserError(f"config.compile_cache.dir {path} is a file, not a folder: point it "
+                             "at a folder, or set it to none to compile without a cache.")
+    try:
+      os.makedirs(path, exist_ok=True)
+    except OSError as e:
+      raise errors.UserError(f"Cannot create the compilation cache folder {path} ({e.strerror}): "
+                             "set config.compile_cache.dir to a writable folder, or none.") from None
     jax.config.update("jax_compilation_cache_dir", path)
     compilation_cache.reset_cache()  # the cache opens its folder once; reopen the new one
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(cfg.min_compile_seconds))

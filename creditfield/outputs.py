@@ -37,7 +37,7 @@ def prepare_workdir(workdir: str, config_json: str) -> bool:
 
   Refuses a workdir whose config.json differs: nothing there is overwritten.
   """
-  os.makedirs(workdir, exist_ok=True)
+  make_folder(workdir)
   path = os.path.join(workdir, "config.json")
   new = json.loads(config_json)
   resumed = os.path.exists(path)
@@ -59,6 +59,23 @@ def prepare_workdir(workdir: str, config_json: str) -> bool:
     _atomic_write(path, json.dumps(new, indent=2, sort_keys=True))
   distributed.barrier("workdir prepared")
   return resumed
+
+
+def make_folder(workdir: str) -> None:
+  """Creates the workdir, or says in one paragraph why it cannot be one."""
+  if not workdir:
+    raise errors.UserError("--workdir is empty: name a folder for the run's outputs.")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise errors.UserError(f"--workdir {workdir} is a file, not a folder: choose another path.")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise errors.UserError(f"Cannot write in --workdir {workdir} ({e.strerror}): choose a "
+                           "writable folder with free space.") from None
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple]:

@@ -1,4 +1,6 @@
 """Checks a config before any work, so a bad value fails in seconds with one clear message."""
+import jax
+
 from creditfield import credit_net
 from creditfield import datasets
 from creditfield import errors
@@ -8,6 +10,11 @@ from creditfield import optimizers
 from creditfield import perturb
 from creditfield import rules
 from creditfield import sampling
+
+
+# What jax.default_matmul_precision takes (run.py), and the dot-algorithm presets.
+MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32") + tuple(
+    p.name for p in jax.lax.DotAlgorithmPreset if p.name != "DEFAULT")
 
 
 class ConfigError(errors.UserError):
@@ -27,6 +34,10 @@ def _one_of(value, valid, key: str) -> None:
 def validate(config) -> None:
   """Raises ConfigError naming the first inconsistent value of `config`."""
   _require(config.num_seeds >= 1, f"config.num_seeds must be >= 1, got {config.num_seeds}.")
+  _require(0 <= config.seed and config.seed + config.num_seeds <= 2 ** 63,
+           f"config.seed must be >= 0 and seed + num_seeds - 1 below 2^63 (JAX's key range), got "
+           f"seed {config.seed} with {config.num_seeds} seeds.")
+  _one_of(config.matmul_precision, MATMUL_PRECISIONS, "matmul_precision")
   if config.experiment == "bench":
     return
   _one_of(config.data.name, datasets.DATASETS, "data.name")

@@ -13,6 +13,7 @@ from absl import logging
 
 from creditfield import distributed
 from creditfield import errors
+from creditfield import outputs
 
 
 class WorkdirLockedError(errors.UserError):
@@ -36,7 +37,7 @@ def held(workdir: str):
   if not distributed.is_writer():
     yield
     return
-  os.makedirs(workdir, exist_ok=True)
+  outputs.make_folder(workdir)
   path = os.path.join(workdir, ".lock")
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:

@@ -316,3 +316,37 @@ def test_a_refused_rerun_names_the_keys_that_changed(tmp_path):
   config.seed, config.credit.M = 7, 3
   with pytest.raises(outputs.WorkdirConflictError, match=r"credit\.M: 8 there, 3 now.*seed: 0 there, 7 now"):
     outputs.prepare_workdir(str(tmp_path), config.to_json_best_effort(sort_keys=True))
+
+
+@pytest.mark.parametrize("case", ["workdir_is_a_file", "workdir_read_only", "two_configs",
+                                  "config_not_python", "cache_dir_is_a_file", "bogus_precision",
+                                  "huge_seed"])
+def test_user_fixable_failures_are_one_paragraph(tmp_path, case):
+  """Each once ended in a traceback (or, for two --config flags, silently kept the last)."""
+  (tmp_path / "a_file").write_text("x")
+  workdir = tmp_path / "w"
+  config = "--config=" + os.path.join(ROOT, "configs", "phase1.py") + ":synthetic,runlocal"
+  args = [config, f"--workdir={workdir}"]
+  needle = {"workdir_is_a_file": "is a file, not a folder", "workdir_read_only": "Cannot write",
+            "two_configs": "given 2 times", "config_not_python": "is not a config file",
+            "cache_dir_is_a_file": "is a file, not a folder", "bogus_precision": "matmul_precision",
+            "huge_seed": "2^63"}[case]
+  if case == "workdir_is_a_file":
+    args[1] = f"--workdir={tmp_path / 'a_file'}"
+  elif case == "workdir_read_only":
+    if os.geteuid() == 0:
+      args[1] = "--workdir=/proc/creditfield_workdir"  # root writes anywhere but /proc
+    else:
+      (tmp_path / "ro").mkdir(mode=0o500)
+      args[1] = f"--workdir={tmp_path / 'ro' / 'w'}"
+  elif case == "two_configs":
+    args.append("--config=" + os.path.join(ROOT, "configs", "phase6c.py"))
+  elif case == "config_not_python":
+    args[0] = "--config=" + os.path.join(ROOT, "README.md")
+  elif case == "cache_dir_is_a_file":
+    args.append(f"--config.compile_cache.dir={tmp_path / 'a_file'}")
+  elif case == "bogus_precision":
+    args.append("--config.matmul_precision=fastest")
+  elif case == "huge_seed":
+    args.append(f"--config.seed={2 ** 63}")
+  _one_paragraph_error(_main(*args), needle)
