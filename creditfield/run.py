@@ -1,4 +1,6 @@
 """Dispatches a config to its study; turns user mistakes into one clear message."""
+import math
+import os
 import sys
 
 import jax
@@ -32,9 +34,34 @@ def run_experiment(config, workdir: str) -> dict:
           jax.set_mesh(mesh)):
       result = _dispatch(config, workdir)
     run_stats.write(workdir, meter.stats(config.experiment))
+    check_headlines(result, workdir)
     return result
   finally:
     jax.config.update("jax_disable_most_optimizations", previous)
+
+
+# The numbers a study's conclusions rest on; a non-finite one must not end with exit status 0.
+HEADLINES = ("gamma", "delta_loss_update", "delta_loss_heldout", "test_accuracy", "test_loss",
+             "accuracy", "loss")
+
+
+def check_headlines(result: dict, workdir: str) -> None:
+  """Raises a UserError naming the summary rows whose headline numbers are NaN or Inf (the
+  results are written first, with those values as null)."""
+  bad = []
+  for row in result.get("rows", []):
+    if row.get("seed") != "all" or row.get("kind"):
+      continue
+    keys = [k for k in HEADLINES if isinstance(row.get(k), float) and not math.isfinite(row[k])]
+    if keys:
+      what = ", ".join(f"{k}={row[k]}" for k in ("credit", "dial_gamma", "rule", "eta", "lr", "k")
+                       if row.get(k) is not None)
+      bad.append(f"{what}: {', '.join(keys)}")
+  if bad:
+    raise errors.UserError(
+        f"Results are in {workdir}, but {len(bad)} summary row(s) have non-finite headline "
+        f"numbers (null in results.json): {'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. "
+        "Lower the learning rates or check the inputs.")
 
 
 def _dispatch(config, workdir: str) -> dict:
@@ -62,7 +89,10 @@ def main(config, workdir: str) -> dict:
   try:
     if config.mesh.distributed:  # multi-host: one process per host, before any JAX work
       distributed.initialize(config.mesh)
-    return run_experiment(config, workdir)
+    result = run_experiment(config, workdir)
+    print(f"Results: {os.path.join(workdir, 'results.json')} (and results.csv, results.md, "
+          f"tables and plots beside it, metrics.jsonl, tensorboard/).")
+    return result
   except errors.UserError as e:
     sys.stderr.write(f"\ncreditfield error: {e}\n")
     sys.exit(1)

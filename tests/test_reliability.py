@@ -20,6 +20,7 @@ from creditfield import checkpoints
 from creditfield import config_defaults
 from creditfield import dataset as dataset_lib
 from creditfield import datasets
+from creditfield import errors
 from creditfield import outputs
 from creditfield import run as run_lib
 from creditfield import training_loop
@@ -350,3 +351,16 @@ def test_user_fixable_failures_are_one_paragraph(tmp_path, case):
   elif case == "huge_seed":
     args.append(f"--config.seed={2 ** 63}")
   _one_paragraph_error(_main(*args), needle)
+
+
+def test_non_finite_headline_numbers_end_the_run_with_an_error_naming_them(tmp_path):
+  from creditfield import run as run_module  # pylint: disable=g-import-not-at-top
+  rows = [dict(seed="all", credit="oracle", rule="cosine", lr=0.1, k=5,
+               delta_loss_update=float("nan"), gamma=1.0),
+          dict(seed=0, credit="oracle", rule="cosine", lr=0.1, k=5, delta_loss_update=float("nan")),
+          dict(seed="all", credit="zero", rule="cosine", lr=0.1, k=5, delta_loss_update=0.0)]
+  with pytest.raises(errors.UserError,
+                     match=r"1 summary row.*credit=oracle, rule=cosine, lr=0.1, k=5: "
+                           r"delta_loss_update"):
+    run_module.check_headlines({"rows": rows}, str(tmp_path))
+  run_module.check_headlines({"rows": rows[2:]}, str(tmp_path))  # finite: nothing to say
