@@ -29,8 +29,16 @@ def load(config, seed: int) -> dataset_lib.Dataset:
       return x, jnp.argmax(z, -1).astype(jnp.int32)
     return x, z
 
-  x_train, y_train = draw(k_train, c.num_train)
-  x_test, y_test = draw(k_test, c.num_test)
+  # The same bits wherever it is made (a study at any matmul precision or with runlocal's fast
+  # compiles, a notebook reloading a snapshot's data): a teacher's near-tie can flip a label.
+  fast_compile = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", False)
+  try:
+    with jax.default_matmul_precision("highest"):
+      x_train, y_train = draw(k_train, c.num_train)
+      x_test, y_test = draw(k_test, c.num_test)
+  finally:
+    jax.config.update("jax_disable_most_optimizations", fast_compile)
   return dataset_lib.Dataset(
       name="synthetic", task=task, num_outputs=c.num_outputs,
       x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
