@@ -80,10 +80,10 @@ def measure(spec, student_params, x, y, credit_Lp1xBxD, exact_Lp1xBxD, rule, eta
 
 
 @functools.lru_cache(maxsize=128)
-def _measure_fn(estimator, update_embed: bool, num_directions: int, sigma: float,
-                nudge_eps: float):
-  """One jitted program per estimator for credit quality and the update diagnostics together
-  (one credit, one oracle); the rule, eta and key are traced."""
+def _measure_fn(estimator, update_embed: bool, quality: tuple | None):
+  """One jitted program per estimator for the update diagnostics and, when `quality` holds
+  (num_directions, sigma, nudge_eps), credit quality too (one credit, one oracle); the rule,
+  eta and key are traced."""
   oracle_spec = estimator.spec.with_guard(False)
 
   @jax.jit
@@ -93,19 +93,23 @@ def _measure_fn(estimator, update_embed: bool, num_directions: int, sigma: float
     acts = estimator.activations(student_params, x, y)
     credit = estimator.credit(phi, student_params, acts, k_credit)
     exact = student_lib.oracle_grads(oracle_spec, student_params, x, y)
-    quality = diagnostics.credit_quality(oracle_spec, student_params, acts, credit, exact,
-                                         k_quality, num_directions, sigma, nudge_eps)
-    return quality, measure(oracle_spec, student_params, x, y, credit, exact, rule_index, eta,
-                            projections, update_embed)
+    measured = None
+    if quality is not None:
+      measured = diagnostics.credit_quality(oracle_spec, student_params, acts, credit, exact,
+                                            k_quality, *quality)
+    return measured, measure(oracle_spec, student_params, x, y, credit, exact, rule_index, eta,
+                             projections, update_embed)
   return run
 
 
 def evaluate(estimator, student_params, x, y, phi, key, dcfg, rule: str, eta, projections,
-             update_embed: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-  """(credit quality as `diagnostics.evaluate_credit` gives it, `measure`'s diagnostics) of
-  `estimator`'s credit on the batch (x, y) under `rule`, each per layer (L+1,) as numpy."""
-  run = _measure_fn(estimator, bool(update_embed), dcfg.num_directions, dcfg.sigma,
-                    dcfg.nudge_eps)
+             update_embed: bool, with_quality: bool = True):
+  """(credit quality as `diagnostics.evaluate_credit` gives it, or None without
+  `with_quality`; `measure`'s diagnostics) of `estimator`'s credit on the batch (x, y) under
+  `rule`, each per layer (L+1,) as numpy. Quality costs M x L perturbed passes: a caller that
+  has it already (Phase 6, once per credit and seed) leaves it out."""
+  quality = ((dcfg.num_directions, dcfg.sigma, dcfg.nudge_eps) if with_quality else None)
+  run = _measure_fn(estimator, bool(update_embed), quality)
   return jax.device_get(run(phi, student_params, x, y, key,
                             jnp.int32(rules_lib.rule_index(rule)), jnp.float32(eta or 0.0),
                             projections))
