@@ -51,3 +51,16 @@ def _fresh_compilation_caches():
                  diagnostics._quality_fn, update_diagnostics._measure_fn):  # pylint: disable=protected-access
     cached.cache_clear()
   jax.clear_caches()
+
+
+# Test tiers (pytest markers): `study` runs whole studies or processes; `unit` is the rest.
+# `python -m pytest -q tests` runs both; `-m unit` or `-m study` one tier.
+STUDY_MODULES = ("test_studies", "test_multihost", "test_sharding", "test_local_train",
+                 "test_main", "test_snapshot", "test_seeds", "test_reliability")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    item.add_marker(pytest.mark.study if module in STUDY_MODULES else pytest.mark.unit)
