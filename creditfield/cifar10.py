@@ -78,7 +78,8 @@ def list_image_folder(root: str) -> dict[str, list[tuple[str, int]]]:
       files += [(os.path.join(split, cls, n), CLASSES.index(cls)) for n in names]
     if not files:
       raise DataError(f"{split_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}). {_OPTIONS}")
-    missing = [c for i, c in enumerate(CLASSES) if i not in {label for _, label in files}]
+    present = {label for _, label in files}
+    missing = [c for i, c in enumerate(CLASSES) if i not in present]
     if missing:  # a study on fewer classes would report numbers of another task
       raise DataError(f"{split_dir} has no images of the class(es) {', '.join(missing)}: "
                       f"CIFAR-10 needs all ten classes in both splits. {_OPTIONS}")

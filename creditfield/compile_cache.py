@@ -56,8 +56,9 @@ def enable(cfg) -> str | None:
     try:
       os.makedirs(path, exist_ok=True)
     except OSError as e:
-      raise errors.UserError(f"Cannot create the compilation cache folder {path} ({e.strerror}): "
-                             "set config.compile_cache.dir to a writable folder, or none.") from None
+      raise errors.UserError(
+          f"Cannot create the compilation cache folder {path} ({e.strerror}): set "
+          "config.compile_cache.dir to a writable folder, or none.") from None
     jax.config.update("jax_compilation_cache_dir", path)
     compilation_cache.reset_cache()  # the cache opens its folder once; reopen the new one
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(cfg.min_compile_seconds))

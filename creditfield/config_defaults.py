@@ -56,7 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
   # The BP snapshot (DESIGN.md §5.1); `path` restores one instead of training.
   # `allow_other_data`: use a snapshot made on other data (a transfer study; in the meta).
   c.snapshot = ml_collections.ConfigDict(dict(
-      path="", allow_other_data=False, steps=10000, batch_size=256, lr=1e-3, weight_decay=1e-4, warmup_steps=200,
+      path="", allow_other_data=False,
+      steps=10000, batch_size=256, lr=1e-3, weight_decay=1e-4, warmup_steps=200,
       residual_scale=1.0, eval_every=1000, checkpoint_every=2000, log_every=100,
       augment="flip_crop"))  # image data only: none | flip | flip_crop
 

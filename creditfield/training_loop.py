@@ -100,35 +100,26 @@ def run(step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict]], state: Any, 
   tic = last_shown = time.perf_counter()
   with _stop_requests() as stop:
     while step < num_steps:
-      step, state, last_shown = _one_chunk(chunk_fn, state, data, step, start, num_steps,
-                                           chunk_size, what, on_chunk, last_good, tic,
-                                           last_shown)
+      n = min(chunk_size, num_steps - step)
+      chunk_tic = time.perf_counter()
+      state, metrics = chunk_fn(state, jnp.arange(step, step + n), data)
+      metrics = jax.device_get(metrics)
+      check_finite(metrics, step, what, last_good())
+      # The chunk's rate (the first one includes compilation), as a metric of every step.
+      metrics["steps_per_second"] = np.full(n, n / max(time.perf_counter() - chunk_tic, 1e-9))
+      if on_chunk is not None:
+        on_chunk(step, metrics, state)
+      step += n
+      now = time.perf_counter()
+      if now - last_shown >= PROGRESS_SECONDS or step >= num_steps:
+        last_shown = now
+        logging.info("%s", progress_line(what, step, start, num_steps, now - tic, metrics))
       if stop and step < num_steps:
         saved = on_stop(step, state) if on_stop is not None else ""
         where = (f"saved {saved}; rerun the same command to resume from step {step}" if saved
                  else "nothing of this part was saved; rerun the same command to redo it")
         raise Interrupted(f"{what}: stopped by {stop[0]} at step {step}/{num_steps}; {where}.")
   return state
-
-
-def _one_chunk(chunk_fn, state, data, step, start, num_steps, chunk_size, what, on_chunk,
-               last_good, tic, last_shown):
-  """One chunk of `run`: returns (next step, state, time of the last progress line)."""
-  n = min(chunk_size, num_steps - step)
-  chunk_tic = time.perf_counter()
-  state, metrics = chunk_fn(state, jnp.arange(step, step + n), data)
-  metrics = jax.device_get(metrics)
-  check_finite(metrics, step, what, last_good())
-  # The chunk's rate (the first one includes compilation), as a metric of every step.
-  metrics["steps_per_second"] = np.full(n, n / max(time.perf_counter() - chunk_tic, 1e-9))
-  if on_chunk is not None:
-    on_chunk(step, metrics, state)
-  step += n
-  now = time.perf_counter()
-  if now - last_shown >= PROGRESS_SECONDS or step >= num_steps:
-    last_shown = now
-    logging.info("%s", progress_line(what, step, start, num_steps, now - tic, metrics))
-  return step, state, last_shown
 
 
 PROGRESS_SECONDS = 10.0  # at most one progress line per loop this often (and the last step)

@@ -53,12 +53,11 @@ def _cosine(a, b):
   return jnp.sum(a * b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b) + 1e-30)
 
 
-def measure(spec, student_params, x, y, credit_Lp1xBxD, exact_Lp1xBxD, rule, eta,
+def measure(spec, student_params, x, y, hs_Lp1xBxD, credit_Lp1xBxD, exact_Lp1xBxD, rule, eta,
             projections, update_embed: bool) -> dict[str, jax.Array]:
   """Every per-layer diagnostic above, each of shape (L+1,), and the per-parameter alignments
-  (scalars). `rule` is a name or an index."""
+  (scalars), from the batch's forward pass `hs`. `rule` is a name or an index."""
   spec = spec.with_guard(False)
-  hs, _ = student_lib.forward(spec, student_params, x)
   local = rules_lib.local_grads(spec, student_params, x, y, credit_Lp1xBxD, rule, eta,
                                 projections, update_embed)
   backprop = jax.grad(student_lib.mean_loss, argnums=1)(spec, student_params, x, y)
@@ -72,10 +71,11 @@ def measure(spec, student_params, x, y, credit_Lp1xBxD, exact_Lp1xBxD, rule, eta
   norm = lambda v: jnp.linalg.norm(v, axis=-1)
   ratio_LxB = norm(credit_Lp1xBxD) / (norm(exact_Lp1xBxD) + 1e-30)
   p25, median, p75 = jnp.percentile(ratio_LxB, jnp.array([25.0, 50.0, 75.0]), axis=-1)
-  radial_LxB = options.radial_fraction(credit_Lp1xBxD, hs)
+  radial_LxB = options.radial_fraction(credit_Lp1xBxD, hs_Lp1xBxD)
   return {"update_alignment": alignment, "norm_ratio": median, "norm_ratio_p25": p25,
-          "norm_ratio_p75": p75, "stream_norm": norm(hs).mean(-1),
-          "radial_fraction": radial_LxB.mean(-1), "radial_fraction_abs": jnp.abs(radial_LxB).mean(-1),
+          "norm_ratio_p75": p75, "stream_norm": norm(hs_Lp1xBxD).mean(-1),
+          "radial_fraction": radial_LxB.mean(-1),
+          "radial_fraction_abs": jnp.abs(radial_LxB).mean(-1),
           "mean_fraction": options.mean_fraction(credit_Lp1xBxD).mean(-1), **per_parameter}
 
 
@@ -97,8 +97,8 @@ def _measure_fn(estimator, update_embed: bool, quality: tuple | None):
     if quality is not None:
       measured = diagnostics.credit_quality(oracle_spec, student_params, acts, credit, exact,
                                             k_quality, *quality)
-    return measured, measure(oracle_spec, student_params, x, y, credit, exact, rule_index, eta,
-                             projections, update_embed)
+    return measured, measure(oracle_spec, student_params, x, y, acts.hs, credit, exact,
+                             rule_index, eta, projections, update_embed)
   return run
 
 

@@ -92,9 +92,9 @@ def validate(config) -> None:
   _one_of(c.vector_field.regression, estimators.REGRESSIONS, "credit.vector_field.regression")
   _require(c.vector_field.scale_floor >= 0 and c.scalar_bridge.scale_floor >= 0
            and c.dni.scale_floor >= 0 and c.output_init >= 0,
-           f"config.credit.vector_field.scale_floor, scalar_bridge.scale_floor and output_init "
-           f"must be >= 0, got {c.vector_field.scale_floor}, {c.scalar_bridge.scale_floor}, "
-           f"{c.output_init}.")
+           "config.credit.vector_field.scale_floor, scalar_bridge.scale_floor, dni.scale_floor "
+           f"and output_init must be >= 0, got {c.vector_field.scale_floor}, "
+           f"{c.scalar_bridge.scale_floor}, {c.dni.scale_floor}, {c.output_init}.")
   _require(c.time_dim >= 2 and c.time_dim % 2 == 0,
            f"config.credit.time_dim must be an even number >= 2, got {c.time_dim}.")
   v, b = c.vector_field, c.scalar_bridge

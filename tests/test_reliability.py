@@ -315,7 +315,8 @@ def test_a_refused_rerun_names_the_keys_that_changed(tmp_path):
   config = _config("phase1")
   outputs.prepare_workdir(str(tmp_path), config.to_json_best_effort(sort_keys=True))
   config.seed, config.credit.M = 7, 3
-  with pytest.raises(outputs.WorkdirConflictError, match=r"credit\.M: 8 there, 3 now.*seed: 0 there, 7 now"):
+  with pytest.raises(outputs.WorkdirConflictError,
+                     match=r"credit\.M: 8 there, 3 now.*seed: 0 there, 7 now"):
     outputs.prepare_workdir(str(tmp_path), config.to_json_best_effort(sort_keys=True))
 
 

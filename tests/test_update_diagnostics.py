@@ -14,7 +14,7 @@ from creditfield.estimators import options
 from creditfield.studies import local_train as local_train_study
 
 # Jitted once per spec (eager JAX dispatches op by op: ten times slower for these tests).
-_measure = jax.jit(update_diagnostics.measure, static_argnums=(0, 6, 9))
+_measure = jax.jit(update_diagnostics.measure, static_argnums=(0, 7, 10))
 _projected_size = jax.jit(options.projected_size, static_argnums=0)
 _correction = jax.jit(options.forward_gradient_correction, static_argnums=(0, 6))
 
@@ -29,7 +29,7 @@ def _setup(spec, params, batch):
 def test_oracle_credit_under_inner_product_is_aligned_with_backprop_everywhere(
     spec, params, batch):
   x, y, hs, g, proj = _setup(spec, params, batch)
-  m = _measure(spec, params, x, y, g, g, "inner_product", 0.0, proj, True)
+  m = _measure(spec, params, x, y, hs, g, g, "inner_product", 0.0, proj, True)
   np.testing.assert_allclose(m["update_alignment"], 1.0, atol=1e-5)
   np.testing.assert_allclose(m["norm_ratio"], 1.0, atol=1e-6)
   np.testing.assert_allclose(m["stream_norm"], jnp.linalg.norm(hs, axis=-1).mean(-1), rtol=1e-6)
@@ -40,12 +40,11 @@ def test_oracle_credit_under_inner_product_is_aligned_with_backprop_everywhere(
 
 
 def test_zero_credit_and_a_frozen_embedding_make_no_update(spec, params, batch):
-  x, y, _, g, proj = _setup(spec, params, batch)
-  m = _measure(spec, params, x, y, jnp.zeros_like(g), g, "inner_product", 0.0,
-                                 proj, True)
+  x, y, hs, g, proj = _setup(spec, params, batch)
+  m = _measure(spec, params, x, y, hs, jnp.zeros_like(g), g, "inner_product", 0.0, proj, True)
   np.testing.assert_array_equal(m["update_alignment"], 0.0)
   np.testing.assert_array_equal(m["norm_ratio"], 0.0)
-  frozen = _measure(spec, params, x, y, g, g, "inner_product", 0.0, proj, False)
+  frozen = _measure(spec, params, x, y, hs, g, g, "inner_product", 0.0, proj, False)
   assert float(frozen["update_alignment"][0]) == 0.0  # the embedding: no update
   np.testing.assert_allclose(frozen["update_alignment"][1:], 1.0, atol=1e-5)
 
