@@ -53,10 +53,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.student = ml_collections.ConfigDict(dict(depth=4, width=256, expansion=2))
 
-  # The BP snapshot (DESIGN.md §5.1); `path` restores one instead of training.
+  # The BP snapshot (DESIGN.md §5.1); `path` restores one instead of training (several,
+  # comma-separated, for Phase 6 over snapshots). `seeds`: Phase 6 over several independently
+  # trained snapshots, snapshot s from the stream (s, "snapshot"); () = one, from `seed`.
   # `allow_other_data`: use a snapshot made on other data (a transfer study; in the meta).
   c.snapshot = ml_collections.ConfigDict(dict(
-      path="", allow_other_data=False,
+      path="", seeds=(), allow_other_data=False,
       steps=10000, batch_size=256, lr=1e-3, weight_decay=1e-4, warmup_steps=200,
       residual_scale=1.0, eval_every=1000, checkpoint_every=2000, log_every=100,
       augment="flip_crop"))  # image data only: none | flip | flip_crop

@@ -19,6 +19,7 @@ import creditfield
 from creditfield import compile_cache
 from creditfield import distributed
 from creditfield import errors
+from creditfield import stats
 from creditfield import tensorboard_events
 
 ROW_KEYS = ("study", "credit", "M", "conditioning", "targets", "rule", "eta", "lr", "k",
@@ -117,14 +118,15 @@ class MetricsWriter:
         f.write(json.dumps(r, sort_keys=True) + "\n")
     self.events.write(records)
 
-  def rewind(self, phases: Sequence[str], after_step: int) -> int:
-    """Drops the records of `phases` past `after_step` (a run resumed from a checkpoint at that
-    step writes them again): rewrites metrics.jsonl, and tells TensorBoard to purge those steps
-    of their runs (a SessionLog.START event at after_step + 1). Returns how many were dropped."""
+  def rewind(self, phases: Sequence[str], after_step: int, only=lambda record: True) -> int:
+    """Drops the records of `phases` (those `only` accepts) past `after_step` (a run resumed
+    from a checkpoint at that step writes them again): rewrites metrics.jsonl, and tells
+    TensorBoard to purge those steps of their runs (a SessionLog.START event at after_step + 1).
+    Returns how many were dropped."""
     if not distributed.is_writer():
       return 0
     records = self.read()
-    late = lambda r: r.get("phase") in phases and r.get("step", -1) > after_step
+    late = lambda r: r.get("phase") in phases and r.get("step", -1) > after_step and only(r)
     dropped = [r for r in records if late(r)]
     if dropped:
       _atomic_write(self.path, "".join(json.dumps(r, sort_keys=True) + "\n"
@@ -225,6 +227,17 @@ def _fmt(v) -> str:
   return "" if v is None else str(v)
 
 
+def interval_cell(row: dict, key: str) -> str:
+  """'mean [low, high] n/N': the mean over snapshots, its 95% interval, and on how many of the
+  N snapshots its sign holds; bold where the interval excludes zero."""
+  low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+  if row.get(key) is None or low is None:
+    return _cell(row, key)
+  mark = "**" if low > 0 or high < 0 else ""
+  return (f"{mark}{_fmt(row[key])}{mark} [{_fmt(low)}, {_fmt(high)}] "
+          f"{row[f'{key}_sign_holds']}/{row['num_snapshots']}")
+
+
 def _cell(row: dict, key: str) -> str:
   value = row.get(key)
   std = row.get(f"{key}_std")
@@ -247,7 +260,8 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 
 def summarize(rows: Sequence[dict], group_keys: Sequence[str], metrics: Sequence[str]) -> list[dict]:
-  """Mean and std over seeds of `metrics`, per combination of `group_keys`."""
+  """Mean and std over seeds of `metrics`, and the mean's 95% t-interval over seeds
+  (`_ci_low`, `_ci_high`; None for one seed), per combination of `group_keys`."""
   groups: dict[tuple, list[dict]] = {}
   for r in rows:
     groups.setdefault(tuple(r.get(k) for k in group_keys), []).append(r)
@@ -259,8 +273,39 @@ def summarize(rows: Sequence[dict], group_keys: Sequence[str], metrics: Sequence
     for m in metrics:
       values = [r[m] for r in members if r.get(m) is not None]
       if values:
-        row[m] = float(np.mean(values))
+        interval = stats.mean_interval(values)
+        row[m] = interval["mean"]
         row[f"{m}_std"] = float(np.std(values))
+        row[f"{m}_ci_low"], row[f"{m}_ci_high"] = interval["ci_low"], interval["ci_high"]
+    out.append(row)
+  return out
+
+
+def summarize_over_snapshots(per_snapshot: Sequence[dict], group_keys: Sequence[str],
+                             metrics: Sequence[str]) -> list[dict]:
+  """The `snapshot: "all"` rows: per combination of `group_keys`, over the per-snapshot
+  summaries (each a mean over its seeds), the mean, std and 95% t-interval over snapshots,
+  the mean within-snapshot std over seeds (`_seed_std`), and on how many snapshots the sign
+  of the mean holds (`_sign_holds`, out of `num_snapshots`)."""
+  groups: dict[tuple, list[dict]] = {}
+  for r in per_snapshot:
+    groups.setdefault(tuple(r.get(k) for k in group_keys), []).append(r)
+  out = []
+  for key, members in groups.items():
+    row = {k: v for k, v in zip(group_keys, key) if v is not None}
+    row.update(seed="all", snapshot="all", num_snapshots=len(members),
+               num_seeds=min(r["num_seeds"] for r in members))
+    for m in metrics:
+      present = [r for r in members if r.get(m) is not None]
+      if not present:
+        continue
+      values = [r[m] for r in present]
+      interval = stats.mean_interval(values)
+      row[m] = interval["mean"]
+      row[f"{m}_std"] = float(np.std(values))
+      row[f"{m}_ci_low"], row[f"{m}_ci_high"] = interval["ci_low"], interval["ci_high"]
+      row[f"{m}_seed_std"] = float(np.mean([r.get(f"{m}_std", 0.0) for r in present]))
+      row[f"{m}_sign_holds"] = stats.sign_holds(values, interval["mean"])
     out.append(row)
   return out
 
@@ -274,14 +319,16 @@ class Stopwatch:
 
 
 def pivot_markdown(rows: Sequence[dict], index: str, columns: str, value: str,
-                   column_label=str) -> str:
-  """A markdown table of `value` (± `value_std` over seeds) with `index` down, `columns` across."""
+                   column_label=str, cell=None) -> str:
+  """A markdown table of `value` (± `value_std` over seeds, or `cell(row, value)`) with `index`
+  down, `columns` across."""
+  cell_text = cell or _cell
   cols = list(dict.fromkeys(r[columns] for r in rows))
   idx = list(dict.fromkeys(r[index] for r in rows))
-  cell = {(r[index], r[columns]): r for r in rows}
+  at = {(r[index], r[columns]): r for r in rows}
   out = ["| " + index + " | " + " | ".join(column_label(c) for c in cols) + " |",
          "|---|" + "---|" * len(cols)]
   for i in idx:
     out.append(f"| {i} | " + " | ".join(
-        _cell(cell[(i, c)], value) if (i, c) in cell else "" for c in cols) + " |")
+        cell_text(at[(i, c)], value) if (i, c) in at else "" for c in cols) + " |")
   return "\n".join(out)

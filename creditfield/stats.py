@@ -1,4 +1,5 @@
-"""Rank correlation with a bootstrap interval over seeds (Phase 6: Delta loss against Gamma)."""
+"""Intervals over independent units (seeds, snapshots) and rank correlation with a bootstrap
+interval over seeds (Phase 6: Delta loss against Gamma)."""
 import numpy as np
 from scipy import stats
 
@@ -32,3 +33,20 @@ def bootstrap_spearman(x_PxS, y_PxS, rng: np.random.Generator, num_resamples: in
                else (np.nan, np.nan))
   return dict(spearman=point, ci_low=float(low), ci_high=float(high), num_points=num_points,
               num_seeds=num_seeds)
+
+
+def mean_interval(values, level: float = 0.95) -> dict:
+  """Mean of independent measurements and its Student-t interval at `level`
+  (mean ± t_{n-1} · std / sqrt(n), std with n - 1): {mean, ci_low, ci_high, n}; the interval
+  is None for one value (nothing to estimate a spread from)."""
+  v = np.asarray(values, np.float64)
+  n, mean = v.size, float(v.mean())
+  if n < 2:
+    return dict(mean=mean, ci_low=None, ci_high=None, n=n)
+  half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / np.sqrt(n))
+  return dict(mean=mean, ci_low=mean - half, ci_high=mean + half, n=n)
+
+
+def sign_holds(values, mean: float) -> int:
+  """How many of `values` share the sign of `mean` (a claim's replication count)."""
+  return int(np.sum(np.sign(np.asarray(values, np.float64)) == np.sign(mean)))

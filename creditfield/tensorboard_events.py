@@ -15,9 +15,10 @@ from tensorboard.compat.proto import summary_pb2
 from tensorboard.summary.writer import event_file_writer
 
 # Fields that name a record's run (in this order), not metrics.
-RUN_FIELDS = ("phase", "study", "credit", "M", "dial_gamma", "conditioning", "targets", "variant",
-              "steps", "rule", "eta", "seed")
-SHORT = {"M": "M", "dial_gamma": "gamma", "steps": "steps", "eta": "eta", "seed": "seed"}
+RUN_FIELDS = ("phase", "study", "snapshot", "credit", "M", "dial_gamma", "conditioning", "targets",
+              "variant", "steps", "rule", "eta", "seed")
+SHORT = {"snapshot": "snapshot", "M": "M", "dial_gamma": "gamma", "steps": "steps", "eta": "eta",
+         "seed": "seed"}
 
 
 def run_name(record: dict) -> str:

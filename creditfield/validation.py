@@ -70,6 +70,7 @@ def validate(config) -> None:
   for key in ("batch_size", "log_every", "eval_every", "checkpoint_every"):
     _require(s[key] >= 1, f"config.snapshot.{key} must be >= 1, got {s[key]}.")
   _one_of(s.augment, sampling.AUGMENTATIONS, "snapshot.augment")
+  _check_snapshots(config)
   c = config.credit
   names = estimators.parse_names(c.names)
   _require("oracle_dial" not in names or "phase6" in config,
@@ -160,3 +161,26 @@ def validate(config) -> None:
              f"{t.estimator_warmup_steps}.")
     _require(t.eval_every >= 1 and t.steps % t.eval_every == 0,
              f"config.local_train.eval_every ({t.eval_every}) must divide steps ({t.steps}).")
+
+
+# The studies that run over several snapshots (the others take one).
+OVER_SNAPSHOTS = ("snapshot", "phase6a", "phase6c")
+
+
+def _check_snapshots(config) -> None:
+  s = config.snapshot
+  seeds = tuple(s.seeds)
+  _require(all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31 for v in seeds),
+           f"config.snapshot.seeds must be integers in [0, 2^31), got {seeds}.")
+  _require(len(set(seeds)) == len(seeds),
+           f"config.snapshot.seeds={seeds} names a snapshot twice; its rows would count twice.")
+  paths = [p.strip() for p in s.path.split(",") if p.strip()]
+  _require(not (paths and seeds),
+           f"config.snapshot.path={s.path!r} restores snapshots and config.snapshot.seeds={seeds} "
+           "trains them: set one of the two.")
+  _require(len(set(paths)) == len(paths),
+           f"config.snapshot.path names a snapshot twice: {s.path!r}.")
+  several = max(len(paths), len(seeds)) > 1
+  _require(not several or config.experiment in OVER_SNAPSHOTS,
+           f"{config.experiment} takes one snapshot; several (config.snapshot.seeds / a "
+           f"comma-separated config.snapshot.path) are for {', '.join(OVER_SNAPSHOTS)}.")

@@ -1,10 +1,13 @@
-r"""Merges the results of one study run as several processes (a seed, or a part, each).
+r"""Merges the results of one study run as several processes (a seed, a part, or a snapshot each).
 
   python experiments/merge_results.py --out=W W_seed0 W_seed1 W_seed2
+  python experiments/merge_results.py --out=W W_snapshot0 W_snapshot1 W_snapshot2   # Phase 6
 
 Each input workdir ran the same study (phase1, pivot or local_train; e.g.
 `--config.seed=S --config.num_seeds=1`, or a subset of `--config.credit.names` /
-`--config.ablation.*`) on the same data and snapshot;
+`--config.ablation.*`) on the same data and snapshot; or the same Phase 6 study (phase6a,
+phase6c) on the same data with other snapshots (`--config.snapshot.seeds=(S,)` or another
+`--config.snapshot.path` each), whose merge has the rows over snapshots;
 the output workdir gets all their per-seed rows and the mean ± std rows over seeds, as one
 run would write them (results.json/csv/md, metrics.jsonl, plots), with a meta naming the
 inputs and their configs. A row measured twice must agree (deterministic runs give equal rows); two
@@ -15,14 +18,17 @@ import os
 
 from absl import app
 from absl import flags
+import ml_collections
 
 from creditfield import outputs
 from creditfield.studies import credit_quality
+from creditfield.studies import exploitability
 from creditfield.studies import local_train
 
 _OUT = flags.DEFINE_string("out", None, "Workdir for the merged results.")
 flags.mark_flag_as_required("out")
 SUMMARIES = {"phase1": credit_quality, "pivot": credit_quality, "local_train": local_train}
+OVER_SNAPSHOTS = ("phase6a", "phase6c")
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -48,14 +54,21 @@ def main(argv):
     raise app.UsageError("Name the workdirs to merge.")
   loaded = [_load(w) for w in inputs]
   experiment = loaded[0][0]["experiment"]
+  # Phase 6 inputs may differ in their snapshots; every other study must share its snapshot.
+  snapshot_of = lambda c: ({k: v for k, v in c["snapshot"].items() if k not in ("seeds", "path")}
+                           if experiment in OVER_SNAPSHOTS else c["snapshot"])
   for workdir, (config, result) in zip(inputs, loaded):
-    same = (config["experiment"], config["data"], config["student"], config["snapshot"]) == (
-        experiment, loaded[0][0]["data"], loaded[0][0]["student"], loaded[0][0]["snapshot"])
+    same = (config["experiment"], config["data"], config["student"], snapshot_of(config)) == (
+        experiment, loaded[0][0]["data"], loaded[0][0]["student"], snapshot_of(loaded[0][0]))
     if not same or result["meta"].get("data_fingerprint") != loaded[0][1]["meta"].get(
         "data_fingerprint"):
       raise app.UsageError(f"{workdir} is not the same study, data and snapshot as {inputs[0]}.")
+  if experiment in OVER_SNAPSHOTS:
+    _merge_snapshots(inputs, loaded)
+    return
   if experiment not in SUMMARIES:
-    raise app.UsageError(f"Merging is implemented for {sorted(SUMMARIES)}, not {experiment}.")
+    raise app.UsageError(f"Merging is implemented for {sorted(SUMMARIES) + list(OVER_SNAPSHOTS)}, "
+                         f"not {experiment}.")
   study = SUMMARIES[experiment]
   rows = {}
   for workdir, (_, result) in zip(inputs, loaded):
@@ -83,6 +96,29 @@ def main(argv):
   metrics(records)
   study.plot(_OUT.value, summary, records)
   print(f"Merged {len(rows)} rows of seeds {seeds} into {_OUT.value}.")
+
+
+def _merge_snapshots(inputs, loaded) -> None:
+  """Phase 6 over snapshots: the inputs' per-seed rows (each snapshot once) summarized as one
+  run over all of them would be."""
+  rows, evals = [], {}
+  for workdir, (config, result) in zip(inputs, loaded):
+    mine = [r for r in result["rows"] if r.get("kind") is None and r["seed"] != "all"]
+    ids = {r["snapshot"] for r in mine}
+    if ids & set(evals):
+      raise app.UsageError(f"{workdir} holds snapshot(s) {sorted(ids & set(evals))} that another "
+                           "input holds too: each snapshot once.")
+    snapshot_eval = result["meta"].get("snapshot_eval", {})
+    evals.update(snapshot_eval if len(ids) > 1 else {ids.pop(): snapshot_eval})
+    rows += mine
+  config = ml_collections.ConfigDict(loaded[0][0])
+  meta = dict(loaded[0][1]["meta"], snapshot_eval=evals,
+              merged_from=[os.path.abspath(w) for w in inputs],
+              merged_configs=[c for c, _ in loaded],
+              wall_seconds=[r["meta"].get("wall_seconds") for _, r in loaded])
+  os.makedirs(_OUT.value, exist_ok=True)
+  exploitability.write_outputs(_OUT.value, rows, config, meta)
+  print(f"Merged {len(rows)} rows of snapshots {sorted(evals)} into {_OUT.value}.")
 
 
 if __name__ == "__main__":

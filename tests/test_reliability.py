@@ -230,6 +230,9 @@ def test_validation_accepts_every_shipped_config():
     ("credit.size", "huge", "credit.size"),
     ("credit.correction", "magic", "credit.correction"),
     ("credit.dni.hidden", (0,), "dni.hidden"),
+    ("snapshot.seeds", (0, 0), "twice"),
+    ("snapshot.seeds", (-1,), "snapshot.seeds"),
+    ("snapshot.path", "/a,/a", "twice"),
 ])
 def test_values_that_would_give_wrong_numbers_are_refused_before_any_work(key, value, match):
   """Each of these once ran to exit 0 with a wrong or NaN number (or a silent cap)."""
@@ -240,6 +243,19 @@ def test_values_that_would_give_wrong_numbers_are_refused_before_any_work(key, v
     node = node[part]
   node[leaf] = value
   with pytest.raises(validation.ConfigError, match=match):
+    validation.validate(config)
+
+
+def test_several_snapshots_are_refused_where_a_study_takes_one():
+  """Only the snapshot study and Phase 6 run over snapshots; training and restoring at once is
+  ambiguous."""
+  config = _config("pivot")
+  config.snapshot.seeds = (0, 1)
+  with pytest.raises(validation.ConfigError, match="takes one snapshot"):
+    validation.validate(config)
+  config = _config("phase6c")
+  config.snapshot.update(dict(seeds=(0, 1), path="/a"))
+  with pytest.raises(validation.ConfigError, match="set one of the two"):
     validation.validate(config)
 
 

@@ -23,3 +23,18 @@ def test_bootstrap_interval_holds_the_estimate_and_shrinks_to_it_when_seeds_agre
   same = np.repeat(np.linspace(0, 1, 6)[:, None], 3, axis=1)
   exact = stats.bootstrap_spearman(same, -same, np.random.default_rng(2))
   assert exact["spearman"] == exact["ci_low"] == exact["ci_high"] == -1.0
+
+
+def test_mean_interval_is_the_student_t_interval_and_covers_at_its_level():
+  """Three values 1, 2, 3: mean 2, std 1, t_{2, 0.975} = 4.303, so 2 ± 4.303 / sqrt(3); and
+  over many draws of 3 normals the interval holds the true mean about 95% of the time."""
+  out = stats.mean_interval([1.0, 2.0, 3.0])
+  half = 4.302652729911275 / np.sqrt(3)
+  assert out["mean"] == 2.0 and out["n"] == 3
+  assert abs(out["ci_low"] - (2 - half)) < 1e-9 and abs(out["ci_high"] - (2 + half)) < 1e-9
+  assert stats.mean_interval([5.0])["ci_low"] is None
+  rng = np.random.default_rng(3)
+  hits = [(o["ci_low"] <= 1.0 <= o["ci_high"])
+          for o in (stats.mean_interval(1.0 + rng.normal(size=3)) for _ in range(4000))]
+  assert 0.93 < np.mean(hits) < 0.97
+  assert stats.sign_holds([-1.0, -2.0, 0.5], -0.8) == 2

@@ -1,7 +1,10 @@
 """The pivot and Phase 6C studies end to end at their `runlocal` size."""
 import json
 import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from creditfield import config_defaults
@@ -15,7 +18,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _run(name, workdir, **overrides):
   config = config_defaults.load(os.path.join(ROOT, "configs", f"{name}.py"), "synthetic,runlocal")
   for key, value in overrides.items():
-    config[key] = value
+    *path, leaf = key.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    node[leaf] = value
   run_lib.run_experiment(config, str(workdir))
   with open(os.path.join(workdir, "results.json")) as f:
     return json.load(f)
@@ -118,3 +125,53 @@ def test_phase6_refuses_a_snapshot_of_other_data(tmp_path, phase6c_runlocal):
 def test_same_config_and_seed_reproduce_bit_identical_results(tmp_path, phase6c_runlocal):
   again = _run("phase6c", tmp_path)
   assert again["rows"] == phase6c_runlocal[1]["rows"]
+
+
+def test_phase6_over_snapshots_pairs_them_and_gives_intervals_over_snapshots(
+    tmp_path, phase6c_runlocal):
+  """Two snapshots trained from their own streams: snapshot 0 is the single-snapshot run's
+  student (its per-seed rows equal the fixture's bit for bit), snapshot 1 is another student,
+  and the `snapshot: all` rows are the mean over the per-snapshot means with a t-interval
+  around it and a sign count."""
+  result = _run("phase6c", tmp_path, **{"snapshot.seeds": (0, 1),
+                                        "credit.names": "oracle,identity,zero,oracle_dial",
+                                        "phase6.rules": "inner_product"})
+  rows = result["rows"]
+  assert sorted(os.listdir(tmp_path / "snapshots")) == ["seed0", "seed1"]
+  key = lambda r: (r["credit"], r.get("dial_gamma"), r["lr"], r["k"], r["seed"])
+  single = {key(r): r for r in phase6c_runlocal[1]["rows"]
+            if r.get("kind") is None and r["seed"] != "all" and r["rule"] == "inner_product"}
+  per_seed = [r for r in rows if r.get("kind") is None and r["seed"] != "all"]
+  first = [r for r in per_seed if r["snapshot"] == 0]
+  assert first and all(r == single[key(r)] for r in first)
+  second = {key(r): r for r in per_seed if r["snapshot"] == 1}
+  assert any(second[key(r)]["delta_loss_update"] != r["delta_loss_update"] for r in first
+             if r["credit"] == "oracle")
+  per_snapshot = {(r["snapshot"],) + key(r)[:4]: r for r in rows
+                  if r.get("kind") is None and r["seed"] == "all" and r["snapshot"] != "all"}
+  over = [r for r in rows if r.get("kind") is None and r.get("snapshot") == "all"]
+  assert over and all(r["num_snapshots"] == 2 for r in over)
+  for r in over:
+    means = [per_snapshot[(s,) + key(r)[:4]]["delta_loss_heldout"] for s in (0, 1)]
+    assert r["delta_loss_heldout"] == pytest.approx(np.mean(means), rel=1e-6)
+    assert r["delta_loss_heldout_ci_low"] <= r["delta_loss_heldout"] <= (
+        r["delta_loss_heldout_ci_high"])
+    assert r["delta_loss_heldout_sign_holds"] == sum(
+        np.sign(m) == np.sign(np.mean(means)) for m in means)
+  correlations = [r for r in rows if r.get("kind") == "correlation" and r["snapshot"] == "all"]
+  assert correlations and all(r["num_snapshots"] == 2 for r in correlations)
+  assert "Claims across 2 snapshots" in (tmp_path / "tables.md").read_text()
+  # The same study as one process per snapshot, merged: the same rows over snapshots.
+  one = tmp_path / "snapshot1_alone"
+  _run("phase6c", one, **{"snapshot.seeds": (1,), "credit.names": "oracle,identity,zero",
+                          "phase6.rules": "inner_product"})
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "merge_results.py"),
+                        f"--out={tmp_path / 'merged'}", str(phase6c_runlocal[0]), str(one)],
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  with open(tmp_path / "merged" / "results.json") as f:
+    merged = {key(r)[:4]: r for r in json.load(f)["rows"]
+              if r.get("snapshot") == "all" and r.get("kind") is None
+              and r["rule"] == "inner_product" and r["credit"] != "oracle_dial"}
+  expected = [r for r in over if r["credit"] != "oracle_dial"]
+  assert expected and all(merged[key(r)[:4]] == r for r in expected)

@@ -38,38 +38,93 @@ def start(config, workdir: str) -> Run:
   return Run(config, workdir, dataset, spec, outputs.MetricsWriter(workdir), stopwatch, resumed)
 
 
-def student(run: Run):
-  """The frozen student: restored from `config.snapshot.path`, or trained by BP here.
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+  """One frozen student of a study: `id` is the seed it was trained from, or (restored from
+  `config.snapshot.path`) its place in that list; `eval` its test accuracy and loss."""
+  id: int
+  params: object
+  eval: dict
 
-  A trained snapshot is saved (and resumed) under workdir/checkpoints.
+
+def snapshot_ids(config) -> list[int]:
+  """The study's snapshots: one per path of `snapshot.path` (comma-separated), else one per
+  seed of `snapshot.seeds`, else the one trained from `config.seed`."""
+  paths = snapshot_paths(config)
+  if paths:
+    return list(range(len(paths)))
+  return [int(s) for s in config.snapshot.seeds] or [config.seed]
+
+
+def snapshot_paths(config) -> list[str]:
+  return [p.strip() for p in config.snapshot.path.split(",") if p.strip()]
+
+
+def snapshots(run: Run):
+  """Every snapshot of the study, one at a time (a generator: one in memory at once).
+
+  Snapshot s is trained by backprop from the stream `rng.stream(s, "snapshot")` and saved (and
+  resumed) under workdir/checkpoints for a single snapshot, workdir/snapshots/seed<s>/ for
+  several; the data is the same for all (it comes from `config.seed`), so they differ only by
+  their training's randomness.
   """
+  paths = snapshot_paths(run.config)
+  several = len(snapshot_ids(run.config)) > 1
+  for index, snapshot_id in enumerate(snapshot_ids(run.config)):
+    if paths:
+      params, evaluation = _restored(run, paths[index])
+    else:
+      directory = (os.path.join(run.workdir, "snapshots", f"seed{snapshot_id}") if several
+                   else run.workdir)
+      params, evaluation = _trained(run, snapshot_id, directory, several)
+    yield Snapshot(snapshot_id, params, evaluation)
+
+
+def student(run: Run):
+  """The one frozen student of a single-snapshot study: (params, its test accuracy and loss)."""
+  if len(snapshot_ids(run.config)) != 1:
+    raise ValueError("This study takes one snapshot; iterate over common.snapshots(run).")
+  snap = next(snapshots(run))
+  return snap.params, snap.eval
+
+
+def _restored(run: Run, path: str):
+  snap = checkpoints.load_snapshot(path)
+  checkpoints.check_spec(checkpoints.spec_to_json(snap.spec), run.spec, path)
+  checkpoints.check_data(snap.meta.get("data_fingerprint"), run.dataset.fingerprint,
+                         f"The snapshot {path}", run.config.snapshot.allow_other_data)
+  logging.info("Loaded snapshot %s step %d.", path, snap.step)
+  # The snapshot's own data goes into the results' meta (`snapshot_eval`), so a transfer
+  # study (allow_other_data) says what it transferred from.
+  return snap.params, dict(snap.meta.get("eval", {}),
+                           data_fingerprint=snap.meta.get("data_fingerprint"), path=path)
+
+
+def _trained(run: Run, seed: int, directory: str, tagged: bool):
+  """Trains (or resumes) snapshot `seed` by backprop under directory/checkpoints; with
+  `tagged`, its metrics records carry `snapshot: seed` (several snapshots share one file)."""
   cfg = run.config.snapshot
-  if cfg.path:
-    snap = checkpoints.load_snapshot(cfg.path)
-    checkpoints.check_spec(checkpoints.spec_to_json(snap.spec), run.spec, cfg.path)
-    checkpoints.check_data(snap.meta.get("data_fingerprint"), run.dataset.fingerprint,
-                           f"The snapshot {cfg.path}", cfg.allow_other_data)
-    logging.info("Loaded snapshot %s step %d.", cfg.path, snap.step)
-    # The snapshot's own data goes into the results' meta (`snapshot_eval`), so a transfer
-    # study (allow_other_data) says what it transferred from.
-    return snap.params, dict(snap.meta.get("eval", {}),
-                             data_fingerprint=snap.meta.get("data_fingerprint"))
-  mngr = checkpoints.manager(os.path.join(run.workdir, "checkpoints"))
+  mngr = checkpoints.manager(os.path.join(directory, "checkpoints"))
+  phases = ("snapshot_train", "snapshot_eval")
+  mine = (lambda rec: rec.get("snapshot") == seed) if tagged else (lambda rec: True)
 
   def on_resume(step):  # what a stopped run logged past its checkpoint is void
-    dropped = run.metrics.rewind(("snapshot_train", "snapshot_eval"), step)
+    dropped = run.metrics.rewind(phases, step, only=mine)
     if dropped:
       logging.info("Resuming from step %d: dropped %d records logged after it.", step, dropped)
 
-  meta = {"config": json.loads(run.config.to_json_best_effort()),
+  def on_metrics(records):
+    run.metrics([dict(rec, snapshot=seed) for rec in records] if tagged else records)
+
+  meta = {"config": json.loads(run.config.to_json_best_effort()), "snapshot_seed": seed,
           "data_fingerprint": run.dataset.fingerprint, "data_source": run.dataset.name}
   try:
     params, _, final = bp_training.train(
-        run.spec, run.dataset, cfg, rng.stream(run.config.seed, "snapshot"), mngr=mngr, meta=meta,
-        on_metrics=run.metrics, skip_nonfinite=run.config.skip_nonfinite, on_resume=on_resume)
+        run.spec, run.dataset, cfg, rng.stream(seed, "snapshot"), mngr=mngr, meta=meta,
+        on_metrics=on_metrics, skip_nonfinite=run.config.skip_nonfinite, on_resume=on_resume)
   finally:
     mngr.close()
-  logging.info("Snapshot: %s", final)
+  logging.info("Snapshot %d: %s", seed, final)
   return params, final
 
 
