@@ -23,8 +23,9 @@ def get_config(arg=None):
   c.num_seeds = 3
   # `zero` is the control: with no credit only the head (exact gradient) learns.
   # `oracle_dial` is a control too: the oracle turned to cosine gamma for every dial_gammas.
+  # `fa` and `dni` are controls too: each runs a backward pass of its own kind through the blocks.
   c.credit.names = ("oracle,dfa,identity,forward_gradient,scalar_bridge,vector_field,zero,"
-                    "oracle_dial")
+                    "oracle_dial,fa,dni")
   c.credit.M = 4  # the memo's Vec_M4
   c.phase6 = ml_collections.ConfigDict(dict(
       k=5, batch_size=256, lrs=(1e-4, 1e-3, 1e-2, 1e-1), optimizer="sgd",

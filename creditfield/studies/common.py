@@ -9,6 +9,7 @@ from creditfield import bp_training
 from creditfield import checkpoints
 from creditfield import dataset as dataset_lib
 from creditfield import datasets
+from creditfield import errors
 from creditfield import estimators
 from creditfield import outputs
 from creditfield import rng
@@ -40,16 +41,18 @@ def start(config, workdir: str) -> Run:
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-  """One frozen student of a study: `id` is the seed it was trained from, or (restored from
-  `config.snapshot.path`) its place in that list; `eval` its test accuracy and loss."""
+  """One frozen student of a study: `id` is the seed it was trained from (or, restored from a
+  snapshot that recorded none, its place in `config.snapshot.path`); `eval` its test accuracy
+  and loss."""
   id: int
   params: object
   eval: dict
 
 
 def snapshot_ids(config) -> list[int]:
-  """The study's snapshots: one per path of `snapshot.path` (comma-separated), else one per
-  seed of `snapshot.seeds`, else the one trained from `config.seed`."""
+  """The study's snapshots: one per path of `snapshot.path` (comma-separated; a restored one is
+  then named by the seed it recorded), else one per seed of `snapshot.seeds`, else the one
+  trained from `config.seed`."""
   paths = snapshot_paths(config)
   if paths:
     return list(range(len(paths)))
@@ -70,9 +73,18 @@ def snapshots(run: Run):
   """
   paths = snapshot_paths(run.config)
   several = len(snapshot_ids(run.config)) > 1
+  seen = {}
   for index, snapshot_id in enumerate(snapshot_ids(run.config)):
     if paths:
-      params, evaluation = _restored(run, paths[index])
+      params, evaluation, recorded = _restored(run, paths[index])
+      # A restored snapshot is named by the seed it was trained from, where it recorded one.
+      snapshot_id = index if recorded is None else recorded
+      if snapshot_id in seen:
+        raise errors.UserError(
+            f"The snapshots {seen[snapshot_id]} and {paths[index]} were both trained from seed "
+            f"{snapshot_id}: the same student twice, so its rows would count twice. Give each "
+            "snapshot once.")
+      seen[snapshot_id] = paths[index]
     else:
       directory = (os.path.join(run.workdir, "snapshots", f"seed{snapshot_id}") if several
                    else run.workdir)
@@ -96,8 +108,9 @@ def _restored(run: Run, path: str):
   logging.info("Loaded snapshot %s step %d.", path, snap.step)
   # The snapshot's own data goes into the results' meta (`snapshot_eval`), so a transfer
   # study (allow_other_data) says what it transferred from.
-  return snap.params, dict(snap.meta.get("eval", {}),
-                           data_fingerprint=snap.meta.get("data_fingerprint"), path=path)
+  return (snap.params, dict(snap.meta.get("eval", {}),
+                            data_fingerprint=snap.meta.get("data_fingerprint"), path=path),
+          snap.meta.get("snapshot_seed"))
 
 
 def _trained(run: Run, seed: int, directory: str, tagged: bool):
