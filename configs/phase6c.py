@@ -35,11 +35,24 @@ def get_config(arg=None):
       dial_gammas=(0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0), heldout_size=4096, update_embed=True))
   if "synthetic" in args:
     config_defaults.use_synthetic(c)
-    # Keeps the whole synthetic study within minutes on two CPU cores.
+    # `synthetic,full`: the whole synthetic study (about 10 minutes on two CPU cores;
+    # docs/results/phase6c_synthetic.md).
     c.credit.vector_field.hidden = (256, 256)
     c.credit.scalar_bridge.hidden = (256, 256)
     c.credit.dni.hidden = (256, 256)
     c.estimator.update(dict(steps=1000, batch_size=256))
+    if "full" not in args:
+      # The README's first command: the memo's question in about two minutes on two CPU cores
+      # (the dial, every rule, the learned field, one credit of each other kind; 2 seeds, 3 lrs,
+      # one target_shift step), its conclusions checked against the full study
+      # (docs/results/phase6c_synthetic_quick.md).
+      c.num_seeds = 2
+      c.credit.names = "oracle,identity,vector_field,zero,oracle_dial"
+      c.estimator.update(dict(steps=300))
+      c.snapshot.update(dict(steps=2000))
+      c.phase6.update(dict(lrs=(1e-3, 1e-2, 1e-1), etas=(1.0,), heldout_size=2048,
+                           dial_gammas=(0.0, 0.25, 0.5, 0.75, 1.0)))
+      c.expected_runtime = "about 2 minutes on 2 CPU cores"
   if "runlocal" in args:
     config_defaults.shrink_for_runlocal(c)
     # One credit of each kind (exact, free, learned, no credit, the dial at three cosines):

@@ -10,7 +10,7 @@ import ml_collections
 
 from creditfield import errors
 
-ARGS = ("synthetic", "runlocal")
+ARGS = ("synthetic", "runlocal", "full")
 
 
 def parse_args(arg) -> set[str]:
@@ -26,6 +26,8 @@ def parse_args(arg) -> set[str]:
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = "phase1"
+  # Printed when the run starts, where a config states how long it takes (measured).
+  c.expected_runtime = ""
   c.seed = 0
   c.num_seeds = 1
   # All seeds of a study in one compiled program (estimator training, Phase 6 scans, local

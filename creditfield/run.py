@@ -89,6 +89,9 @@ def main(config, workdir: str) -> dict:
   try:
     if config.mesh.distributed:  # multi-host: one process per host, before any JAX work
       distributed.initialize(config.mesh)
+    if config.expected_runtime:
+      print(f"{config.experiment}: this study takes {config.expected_runtime}; results go to "
+            f"{workdir}.", flush=True)
     result = run_experiment(config, workdir)
     print(f"Results: {os.path.join(workdir, 'results.json')} (and results.csv, results.md, "
           f"tables and plots beside it, metrics.jsonl, tensorboard/).")
