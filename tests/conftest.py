@@ -53,14 +53,31 @@ def _fresh_compilation_caches():
   jax.clear_caches()
 
 
-# Test tiers (pytest markers): `study` runs whole studies or processes; `unit` is the rest.
+@pytest.fixture(autouse=True)
+def _fast_compiles_for_unit_tests(request):
+  """Unit tests check small programs, whose time is XLA's optimisation passes: they compile
+  with most of them off (as `runlocal` studies do); studies set their own (run.py)."""
+  if request.node.get_closest_marker("unit") is None:
+    yield
+    return
+  previous = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", previous)
+
+
+# Test tiers (pytest markers): `study` runs whole studies, processes and training runs (a
+# learned estimator trained to its answer, Phase 6 scans); `unit` is the rest, the fast tier.
+# A test of a unit module that trains says so with `@pytest.mark.study`.
 # `python -m pytest -q tests` runs both; `-m unit` or `-m study` one tier.
 STUDY_MODULES = ("test_studies", "test_multihost", "test_sharding", "test_local_train",
-                 "test_main", "test_snapshot", "test_seeds", "test_reliability")
+                 "test_main", "test_snapshot", "test_seeds", "test_reliability",
+                 "test_estimators_learn", "test_exploit")
 
 
 def pytest_collection_modifyitems(config, items):
   del config
   for item in items:
     module = item.module.__name__.rsplit(".", 1)[-1]
-    item.add_marker(pytest.mark.study if module in STUDY_MODULES else pytest.mark.unit)
+    study = module in STUDY_MODULES or item.get_closest_marker("study") is not None
+    item.add_marker(pytest.mark.study if study else pytest.mark.unit)

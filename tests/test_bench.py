@@ -2,6 +2,7 @@
 import jax
 import numpy as np
 import optax
+import pytest
 
 from creditfield import bench
 from creditfield import bp_training
@@ -41,6 +42,7 @@ def test_xla_flag_defaults_are_added_but_never_override_the_user():
   assert xla_flags.with_defaults(mine) == mine
 
 
+@pytest.mark.study
 def test_fd_target_errors_measure_precision_and_truncation():
   """In true fp32 the targets equal their fp32 reference exactly, and their distance from the
   exact (jvp) derivatives is the forward difference's first-order truncation error: it

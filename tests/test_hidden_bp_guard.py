@@ -155,6 +155,7 @@ def test_hidden_bp_guard_keeps_the_rules_one_legal_reverse_pass(spec, params, ba
     local(spec)
 
 
+@pytest.mark.study
 @pytest.mark.parametrize("name", [n for n in estimators.NAMES if n not in estimators.BACKPROP])
 @pytest.mark.parametrize("targets", ["fd", "jvp"])
 def test_hidden_bp_guard_non_backprop_estimators_train_and_give_finite_credit(
@@ -172,6 +173,7 @@ def test_hidden_bp_guard_non_backprop_estimators_train_and_give_finite_credit(
   assert bool(jnp.all(jnp.isfinite(credit)))
 
 
+@pytest.mark.study
 @pytest.mark.parametrize("options", [
     dict(vector_field=dict(contrastive=0.1, smoothness=0.1)),
     dict(vector_field=dict(regression="forward_gradient", residual=True)),
