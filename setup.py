@@ -8,7 +8,7 @@ setuptools.setup(
     version="0.1.0",
     description="Learned per-layer credit for deep residual networks without hidden-layer "
     "backprop, with oracle/DFA baselines, credit-quality diagnostics and Phase 6 "
-    "exploitability studies.",
+    "phase6 studies.",
     packages=setuptools.find_packages(include=["creditfield", "creditfield.*"]),
     python_requires=">=3.10",
     install_requires=[

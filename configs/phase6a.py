@@ -1,4 +1,4 @@
-r"""Phase 6A, exploitability: can k local inner-product steps driven by each credit lower the loss?
+r"""Phase 6A, phase6: can k local inner-product steps driven by each credit lower the loss?
 
   python experiments/main.py --config=configs/phase6a.py:synthetic --workdir=/tmp/phase6a
   python experiments/main.py --config=configs/phase6a.py --config.data.dir=../shared/data/cifar10 \

@@ -14,13 +14,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from creditfield import checkpoints
 from creditfield import dataset as dataset_lib
 from creditfield import optimizers
 from creditfield import rng
 from creditfield import sampling
 from creditfield import student as student_lib
 from creditfield import training_loop
+from creditfield.infra import checkpoints
 
 
 @flax.struct.dataclass

@@ -24,8 +24,8 @@ from absl import logging
 import numpy as np
 
 from creditfield import dataset as dataset_lib
-from creditfield import distributed
-from creditfield import errors
+from creditfield.infra import distributed
+from creditfield.infra import errors
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")

@@ -8,7 +8,7 @@ import importlib.util
 
 import ml_collections
 
-from creditfield import errors
+from creditfield.infra import errors
 
 ARGS = ("synthetic", "runlocal", "full")
 
@@ -35,7 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.vmap_seeds = True
   c.xla_fast_compile = False  # runlocal: fewer XLA optimisations, much faster compiles
   c.matmul_precision = "highest"  # true fp32 (GPU default would be TF32); see run.py
-  # JAX's persistent compilation cache (compile_cache.py): dir "" = $JAX_COMPILATION_CACHE_DIR
+  # JAX's persistent compilation cache (compilation.py): dir "" = $JAX_COMPILATION_CACHE_DIR
   # or ~/.cache/creditfield/jax, "none" = off; programs compiling faster are not stored.
   c.compile_cache = ml_collections.ConfigDict(dict(dir="", min_compile_seconds=0.0))
   # A NaN/Inf loss stops the run (naming the step); True skips such steps instead.

@@ -17,8 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from creditfield import errors
 from creditfield import student as student_lib
+from creditfield.infra import errors
 
 CONDITIONINGS = ("label", "error", "delta_L", "label_delta_L")
 LAYER_EMBEDDINGS = ("learned", "sinusoidal")

@@ -1,8 +1,8 @@
 """Datasets by name: `load(config, seed)` -> `dataset.Dataset` (synthetic or CIFAR-10)."""
 from creditfield import cifar10
 from creditfield import dataset as dataset_lib
-from creditfield import errors
 from creditfield import synthetic
+from creditfield.infra import errors
 
 DATASETS = ("synthetic", "cifar10")
 

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from creditfield import rng
-from creditfield import sharding
 from creditfield import student as student_lib
+from creditfield.infra import sharding
 
 METRICS = ("gamma", "gamma_weighted", "rho", "nudge")
 

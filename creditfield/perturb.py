@@ -13,8 +13,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from creditfield import errors
 from creditfield import student as student_lib
+from creditfield.infra import errors
 
 DIRECTIONS = ("gaussian", "rademacher")
 METHODS = ("fd", "central", "jvp")

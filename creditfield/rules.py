@@ -18,8 +18,8 @@ Per-sample losses, averaged over the batch (hats are unit vectors):
 import jax
 import jax.numpy as jnp
 
-from creditfield import errors
 from creditfield import student as student_lib
+from creditfield.infra import errors
 
 RULES = ("inner_product", "target_shift", "cosine", "local_ce", "distill")
 USES_ETA = ("target_shift", "local_ce", "distill")

@@ -2,8 +2,8 @@
 import jax
 import jax.numpy as jnp
 
-from creditfield import errors
-from creditfield import sharding
+from creditfield.infra import errors
+from creditfield.infra import sharding
 
 
 def sample_batch(key, x, y, batch_size: int, replace: bool = True):

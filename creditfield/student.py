@@ -18,8 +18,8 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from creditfield import errors
 from creditfield import guard
+from creditfield.infra import errors
 
 Params = Any
 MAX_UNROLL = 8

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from creditfield import errors
+from creditfield.infra import errors
 
 
 class NonFiniteError(errors.UserError, FloatingPointError):

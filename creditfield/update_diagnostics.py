@@ -31,9 +31,9 @@ import numpy as np
 from creditfield import diagnostics
 from creditfield import rng
 from creditfield import rules as rules_lib
-from creditfield import sharding
 from creditfield import student as student_lib
 from creditfield.estimators import options
+from creditfield.infra import sharding
 
 PER_LAYER = ("update_alignment", "norm_ratio", "norm_ratio_p25", "norm_ratio_p75",
              "stream_norm", "radial_fraction", "radial_fraction_abs", "mean_fraction")

@@ -7,9 +7,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from creditfield import cli
-from creditfield import run as run_lib
-from creditfield import xla_flags
+from creditfield.infra import cli
+from creditfield.infra import compilation
+from creditfield.infra import run as run_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file in configs/, with optional :args.", lock_config=True)
@@ -27,5 +27,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  xla_flags.set_defaults()  # before the first computation starts a backend
+  compilation.set_default_xla_flags()  # before the first computation starts a backend
   app.run(main, flags_parser=cli.parse_flags)

@@ -20,10 +20,10 @@ from absl import app
 from absl import flags
 import ml_collections
 
-from creditfield import outputs
+from creditfield.infra import outputs
 from creditfield.studies import credit_quality
-from creditfield.studies import exploitability
 from creditfield.studies import local_train
+from creditfield.studies import phase6
 
 _OUT = flags.DEFINE_string("out", None, "Workdir for the merged results.")
 flags.mark_flag_as_required("out")
@@ -117,7 +117,7 @@ def _merge_snapshots(inputs, loaded) -> None:
               merged_configs=[c for c, _ in loaded],
               wall_seconds=[r["meta"].get("wall_seconds") for _, r in loaded])
   os.makedirs(_OUT.value, exist_ok=True)
-  exploitability.write_outputs(_OUT.value, rows, config, meta)
+  phase6.write_outputs(_OUT.value, rows, config, meta)
   print(f"Merged {len(rows)} rows of snapshots {sorted(evals)} into {_OUT.value}.")
 
 

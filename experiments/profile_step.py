@@ -26,12 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from creditfield import bench
 from creditfield import config_defaults
 from creditfield import estimator_training
 from creditfield import optimizers
 from creditfield import student as student_lib
-from creditfield import xla_flags
+from creditfield.infra import bench
+from creditfield.infra import compilation
 
 _M = flags.DEFINE_list("M", ["1", "4", "32"], "Numbers of directions.")
 _PRECISION = flags.DEFINE_string("precision", "highest", "Matmul precision.")
@@ -125,5 +125,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  xla_flags.set_defaults()  # the flags experiments/main.py runs the studies with
+  compilation.set_default_xla_flags()  # the flags experiments/main.py runs the studies with
   app.run(main)

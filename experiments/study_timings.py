@@ -14,8 +14,8 @@ import os
 from absl import app
 from absl import flags
 
-from creditfield import outputs
-from creditfield import run_stats
+from creditfield.infra import outputs
+from creditfield.infra import run_stats
 
 _OUT = flags.DEFINE_string("out", None, "The JSON file to write.")
 flags.mark_flag_as_required("out")

@@ -25,11 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from creditfield import bench
 from creditfield import config_defaults
 from creditfield import estimators
-from creditfield import exploit
+from creditfield import phase6_sweep
 from creditfield import rules
+from creditfield.infra import bench
 
 STEPS = {"vf4": (4, 1), "vf32": (32, 1), "vf4_chunk": (4, 20), "vf32_chunk": (32, 20)}
 PROGRAMS = tuple(STEPS) + ("sweeps", "fd_error", "matmul_algorithms")
@@ -53,7 +53,7 @@ def _sweeps(cfg, spec, params, x_all, y_all, key) -> None:
           jnp.logspace(-4, -1, cfg.num_lrs), jnp.int32(0), jnp.float32(0.1),
           rules.projections(key, spec))
   for est in (estimators.identity(spec), estimators.oracle(spec)):
-    sweep = jax.jit(functools.partial(exploit.sweep, est, optimizer="sgd", update_embed=True))
+    sweep = jax.jit(functools.partial(phase6_sweep.sweep, est, optimizer="sgd", update_embed=True))
     tic = time.perf_counter()
     compiled = sweep.lower({}, *args).compile()
     compile_s = time.perf_counter() - tic

@@ -29,7 +29,7 @@ def phase6c_runlocal(tmp_path_factory):
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   from creditfield import config_defaults  # pylint: disable=g-import-not-at-top
-  from creditfield import run as run_lib  # pylint: disable=g-import-not-at-top
+  from creditfield.infra import run as run_lib  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   workdir = tmp_path_factory.mktemp("phase6c_runlocal")
   run_lib.run_experiment(
@@ -45,9 +45,9 @@ def _fresh_compilation_caches():
   accumulate hundreds of XLA executables (the suite runs many small studies)."""
   yield
   from creditfield import diagnostics, estimator_training, training_loop  # pylint: disable=g-import-not-at-top
-  from creditfield import local_training, update_diagnostics  # pylint: disable=g-import-not-at-top
+  from creditfield import from_scratch, update_diagnostics  # pylint: disable=g-import-not-at-top
   for cached in (training_loop.jitted_chunk, estimator_training._cached_step,  # pylint: disable=protected-access
-                 local_training._cached_step, local_training._cached_init,  # pylint: disable=protected-access
+                 from_scratch._cached_step, from_scratch._cached_init,  # pylint: disable=protected-access
                  diagnostics._quality_fn, update_diagnostics._measure_fn):  # pylint: disable=protected-access
     cached.cache_clear()
   jax.clear_caches()

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from creditfield import bp_training, config_defaults, diagnostics, estimator_training, estimators
-from creditfield import exploit, rules, sharding
+from creditfield import phase6_sweep, rules, sharding
 from creditfield import student as student_lib
 
 
@@ -66,7 +66,7 @@ def main():
 
   bx, by = x[:128].reshape(4, 32, 12), y[:128].reshape(4, 32)
   proj = rules.projections(key, spec)
-  out["phase6_scan"] = both(lambda: exploit.sweep(
+  out["phase6_scan"] = both(lambda: phase6_sweep.sweep(
       vf, phi, params, bx, by, x[128:192], y[128:192], key, jnp.asarray([1e-3, 1e-1]),
       rules.rule_index("target_shift"), 0.3, proj, optimizer="sgd", update_embed=True))
 

@@ -4,10 +4,10 @@ import numpy as np
 import optax
 import pytest
 
-from creditfield import bench
 from creditfield import bp_training
 from creditfield import student as student_lib
-from creditfield import xla_flags
+from creditfield.infra import bench
+from creditfield.infra import compilation
 
 
 def _bp_step(steps_per_call: int):
@@ -35,11 +35,11 @@ def test_timed_chunk_trains_exactly_as_single_steps_and_counts_flops_per_call():
 
 
 def test_xla_flag_defaults_are_added_but_never_override_the_user():
-  assert xla_flags.with_defaults("") == "--xla_gpu_enable_triton_gemm=false"
-  assert (xla_flags.with_defaults("--xla_gpu_autotune_level=0") ==
+  assert compilation.with_default_xla_flags("") == "--xla_gpu_enable_triton_gemm=false"
+  assert (compilation.with_default_xla_flags("--xla_gpu_autotune_level=0") ==
           "--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false")
   mine = "--xla_gpu_enable_triton_gemm=true --xla_dump_to=/tmp/d"
-  assert xla_flags.with_defaults(mine) == mine
+  assert compilation.with_default_xla_flags(mine) == mine
 
 
 @pytest.mark.study

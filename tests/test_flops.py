@@ -2,8 +2,8 @@
 import jax
 import jax.numpy as jnp
 
-from creditfield import flops
 from creditfield import student as student_lib
+from creditfield.infra import flops
 
 
 def test_scan_of_matmuls_counts_every_iteration_and_the_backward_pass():

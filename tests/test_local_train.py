@@ -16,15 +16,15 @@ from creditfield import datasets
 from creditfield import diagnostics
 from creditfield import estimator_training
 from creditfield import estimators
-from creditfield import local_training
+from creditfield import from_scratch
 from creditfield import optimizers
 from creditfield import rng
 from creditfield import rules as rules_lib
-from creditfield import run as run_lib
 from creditfield import sampling
 from creditfield import seeds as seeds_lib
 from creditfield import student as student_lib
-from creditfield import validation
+from creditfield.infra import run as run_lib
+from creditfield.infra import validation
 from creditfield.studies import common
 from creditfield.studies import local_train as local_train_study
 
@@ -42,9 +42,9 @@ def _setup(config, name):
   spec = dataset_lib.student_spec(config, dataset)
   est = estimators.make(name, spec, config.credit)
   cfg = config.local_train
-  init = local_training.make_init(est, cfg, config.estimator)(
+  init = from_scratch.make_init(est, cfg, config.estimator)(
       jax.random.PRNGKey(0), dataset.x_train, dataset.y_train)
-  step = local_training.make_train_step(est, cfg, config.estimator)
+  step = from_scratch.make_train_step(est, cfg, config.estimator)
   return dataset, spec, est, init, step
 
 
@@ -168,7 +168,7 @@ def test_estimator_warm_up_starts_the_field_aligned_with_the_initial_student(tmp
     config = _config(estimator_warmup_steps=steps)
     r = common.start(config, str(tmp_path / str(steps)))
     est = estimators.make("vector_field", r.spec, config.credit)
-    init_fn = local_training.make_init(est, config.local_train, config.estimator)
+    init_fn = from_scratch.make_init(est, config.local_train, config.estimator)
     seeds = seeds_lib.seed_list(config)
     state = seeds_lib.pick(local_train_study.initial_state(r, est, init_fn, seeds), 0)
     dx, dy = common.diagnostics_batch(r, config.seed)

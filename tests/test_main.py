@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from creditfield import config_defaults
-from creditfield import run as run_lib
+from creditfield.infra import run as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,8 +95,8 @@ def test_config_errors_are_one_paragraph_with_exit_status_2(tmp_path, args, need
 def test_only_the_projects_user_errors_lose_their_traceback(monkeypatch, tmp_path, capsys):
   """A user error is one paragraph and exit status 1; any other error (an internal bug, a
   ValueError inside JAX) propagates with its traceback."""
-  from creditfield import errors  # pylint: disable=g-import-not-at-top
-  from creditfield import run as run_lib  # pylint: disable=g-import-not-at-top
+  from creditfield.infra import errors  # pylint: disable=g-import-not-at-top
+  from creditfield.infra import run as run_lib  # pylint: disable=g-import-not-at-top
   config = config_defaults.load(os.path.join(ROOT, "configs", "phase1.py"), "synthetic,runlocal")
 
   def raising(error):

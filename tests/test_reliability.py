@@ -16,15 +16,15 @@ import pytest
 
 import creditfield
 from creditfield import bp_training
-from creditfield import checkpoints
 from creditfield import config_defaults
 from creditfield import dataset as dataset_lib
 from creditfield import datasets
-from creditfield import errors
-from creditfield import outputs
-from creditfield import run as run_lib
 from creditfield import training_loop
-from creditfield import validation
+from creditfield.infra import checkpoints
+from creditfield.infra import errors
+from creditfield.infra import outputs
+from creditfield.infra import run as run_lib
+from creditfield.infra import validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,7 +90,7 @@ def test_batch_not_divisible_by_devices_and_too_large_mesh_fail_before_work(tmp_
   config.mesh.data = 2  # one CPU device here
   with pytest.raises(ValueError, match="are available"):
     run_lib.run_experiment(config, str(tmp_path / "w"))
-  from creditfield import sharding  # pylint: disable=g-import-not-at-top
+  from creditfield.infra import sharding  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="not divisible by the 3 devices"):
     sharding.check_batch_sizes(config, 3)
   assert not (tmp_path / "w").exists()
@@ -277,7 +277,7 @@ def test_skip_nonfinite_refuses_an_update_that_makes_the_state_nan():
 
 
 def test_a_second_process_on_a_workdir_in_use_is_refused_naming_the_holder(tmp_path):
-  from creditfield import workdir_lock  # pylint: disable=g-import-not-at-top
+  from creditfield.infra import workdir_lock  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "w"
   with workdir_lock.held(str(workdir)):
     out = subprocess.run(
@@ -290,7 +290,7 @@ def test_a_second_process_on_a_workdir_in_use_is_refused_naming_the_holder(tmp_p
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, caplog):
-  from creditfield import workdir_lock  # pylint: disable=g-import-not-at-top
+  from creditfield.infra import workdir_lock  # pylint: disable=g-import-not-at-top
   dead = subprocess.Popen([sys.executable, "-c", "pass"])
   dead.wait()
   (tmp_path / ".lock").write_text(str(dead.pid))
@@ -371,7 +371,7 @@ def test_user_fixable_failures_are_one_paragraph(tmp_path, case):
 
 
 def test_non_finite_headline_numbers_end_the_run_with_an_error_naming_them(tmp_path):
-  from creditfield import run as run_module  # pylint: disable=g-import-not-at-top
+  from creditfield.infra import run as run_module  # pylint: disable=g-import-not-at-top
   rows = [dict(seed="all", credit="oracle", rule="cosine", lr=0.1, k=5,
                delta_loss_update=float("nan"), gamma=1.0),
           dict(seed=0, credit="oracle", rule="cosine", lr=0.1, k=5, delta_loss_update=float("nan")),

@@ -8,7 +8,7 @@ import pytest
 from creditfield import config_defaults
 from creditfield import estimator_training
 from creditfield import estimators
-from creditfield import exploit
+from creditfield import phase6_sweep
 from creditfield import rng
 from creditfield import rules
 from creditfield import sampling
@@ -65,11 +65,11 @@ def test_vmapped_seeds_phase6_sweeps_equal_single_seed_sweeps(spec, params, data
   lrs = jnp.asarray([1e-3, 1e-1])
   kw = dict(optimizer="adam", update_embed=True)
   rule = rules.rule_index("target_shift")
-  du_S, dh_S = exploit.sweep_seeds(est, phi, params, *batches, x[:64], y[:64], keys, lrs, rule,
+  du_S, dh_S = phase6_sweep.sweep_seeds(est, phi, params, *batches, x[:64], y[:64], keys, lrs, rule,
                                    0.3, proj, **kw)
   assert du_S.shape == (len(SEEDS), 2, 3)
   for i in range(len(SEEDS)):
-    du, dh = exploit.sweep(est, {}, params, batches[0][i], batches[1][i], x[:64], y[:64],
+    du, dh = phase6_sweep.sweep(est, {}, params, batches[0][i], batches[1][i], x[:64], y[:64],
                            keys[i], lrs, rule, 0.3, proj, **kw)
     np.testing.assert_allclose(du_S[i], du, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(dh_S[i], dh, rtol=1e-4, atol=1e-6)

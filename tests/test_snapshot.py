@@ -8,11 +8,11 @@ import pytest
 
 import creditfield
 from creditfield import bp_training
-from creditfield import checkpoints
 from creditfield import config_defaults
 from creditfield import dataset as dataset_lib
 from creditfield import datasets
-from creditfield import outputs
+from creditfield.infra import checkpoints
+from creditfield.infra import outputs
 from creditfield.studies import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

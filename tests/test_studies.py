@@ -10,7 +10,7 @@ import pytest
 from creditfield import config_defaults
 from creditfield import estimators
 from creditfield import rules
-from creditfield import run as run_lib
+from creditfield.infra import run as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -109,7 +109,7 @@ def test_phase6c_runlocal_dial_spans_gamma_and_correlations_are_rows(phase6c_run
 def test_phase6_refuses_a_snapshot_of_other_data(tmp_path, phase6c_runlocal):
   """Same architecture, other data (the teacher's alpha): the snapshot's data fingerprint
   differs from the run's, and the run stops before any number is made."""
-  from creditfield import checkpoints  # pylint: disable=g-import-not-at-top
+  from creditfield.infra import checkpoints  # pylint: disable=g-import-not-at-top
   from creditfield.studies import common  # pylint: disable=g-import-not-at-top
   config = config_defaults.load(os.path.join(ROOT, "configs", "phase6c.py"), "synthetic,runlocal")
   config.snapshot.path = str(phase6c_runlocal[0])

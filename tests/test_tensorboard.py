@@ -5,9 +5,9 @@ import os
 from tensorboard.backend.event_processing import event_accumulator
 
 from creditfield import config_defaults
-from creditfield import outputs
-from creditfield import run as run_lib
-from creditfield import tensorboard_events
+from creditfield.infra import outputs
+from creditfield.infra import run as run_lib
+from creditfield.infra import tensorboard_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

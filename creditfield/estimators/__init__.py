@@ -5,7 +5,6 @@ backprop control (`BACKPROP`) is returned as a guarded view, its `init`, `credit
 traced inside `guard.enforced()`, where every hidden block refuses reverse-mode AD through its
 input and its parameters whatever spec the estimator holds (guard.py).
 """
-from creditfield import errors
 from creditfield import guard
 from creditfield.estimators.base import CreditEstimator
 from creditfield.estimators.baselines import (dfa, dial_params, forward_gradient, identity,
@@ -14,6 +13,7 @@ from creditfield.estimators.feedback import DniConfig, dni, fa
 from creditfield.estimators.options import CORRECTIONS, RADIAL, SIZES, with_options
 from creditfield.estimators.scalar_bridge import ScalarBridgeConfig, scalar_bridge
 from creditfield.estimators.vector_field import REGRESSIONS, VectorFieldConfig, vector_field
+from creditfield.infra import errors
 
 NAMES = ("oracle", "dfa", "identity", "forward_gradient", "scalar_bridge", "vector_field",
          "zero", "oracle_dial", "fa", "dni")

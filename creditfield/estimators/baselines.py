@@ -2,10 +2,10 @@
 import jax
 import jax.numpy as jnp
 
-from creditfield import errors
 from creditfield import perturb
 from creditfield import student as student_lib
 from creditfield.estimators import base
+from creditfield.infra import errors
 
 
 def oracle(spec: student_lib.StudentSpec) -> base.CreditEstimator:

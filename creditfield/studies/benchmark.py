@@ -1,8 +1,8 @@
 """The benchmark study: times the hot paths and writes a table with the matmul-ratio column."""
 import jax
 
-from creditfield import bench
-from creditfield import outputs
+from creditfield.infra import bench
+from creditfield.infra import outputs
 
 TABLE = ("bench", "shape", "precision", "M", "num_lrs", "seeds", "steps_per_call", "batch", "ms_min",
          "ms_median", "samples_per_s", "gflop", "tflop_per_s", "matmul_ratio", "memory_mb",

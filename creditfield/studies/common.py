@@ -6,14 +6,14 @@ import os
 from absl import logging
 
 from creditfield import bp_training
-from creditfield import checkpoints
 from creditfield import dataset as dataset_lib
 from creditfield import datasets
-from creditfield import errors
 from creditfield import estimators
-from creditfield import outputs
 from creditfield import rng
 from creditfield import sampling
+from creditfield.infra import checkpoints
+from creditfield.infra import errors
+from creditfield.infra import outputs
 
 
 @dataclasses.dataclass

@@ -13,15 +13,15 @@ import time
 from absl import logging
 import jax
 
-from creditfield import checkpoints
 from creditfield import diagnostics
-from creditfield import errors
 from creditfield import estimator_training
 from creditfield import estimators
-from creditfield import outputs
-from creditfield import plots
 from creditfield import rng
 from creditfield import seeds as seeds_lib
+from creditfield.infra import checkpoints
+from creditfield.infra import errors
+from creditfield.infra import outputs
+from creditfield.infra import plots
 from creditfield.studies import common
 
 TABLE = ("study", "credit", "M", "steps", "conditioning", "targets", "variant", "layer",

@@ -1,6 +1,6 @@
 """Local training from scratch: credit x rule x seeds, each student trained from random init.
 
-For each credit a training step is one compiled chunk (`local_training`); every
+For each credit a training step is one compiled chunk (`from_scratch`); every
 rule and seed reuses it. Every `eval_every` steps the host measures test loss and
 accuracy and the credit's Gamma per layer against the oracle on a held-out batch.
 The cost of a student update is reported as matmul FLOPs (`flops`, estimator
@@ -18,13 +18,9 @@ import ml_collections
 import numpy as np
 
 from creditfield import bp_training
-from creditfield import checkpoints
 from creditfield import estimator_training
 from creditfield import estimators
-from creditfield import flops
-from creditfield import local_training
-from creditfield import outputs
-from creditfield import plots
+from creditfield import from_scratch
 from creditfield import rng
 from creditfield import rules as rules_lib
 from creditfield import seeds as seeds_lib
@@ -32,6 +28,10 @@ from creditfield import stats
 from creditfield import student as student_lib
 from creditfield import training_loop
 from creditfield import update_diagnostics
+from creditfield.infra import checkpoints
+from creditfield.infra import flops
+from creditfield.infra import outputs
+from creditfield.infra import plots
 from creditfield.studies import common
 
 TABLE = ("credit", "M", "correction", "radial", "size", "update_embed", "rule", "eta",
@@ -81,7 +81,7 @@ def initial_state(r, est, init_fn, seeds):
       [dict(credit=est.name, seed=seed, phase="estimator_warmup") for seed in seeds],
       vmapped=r.config.vmap_seeds, on_metrics=r.metrics, skip_nonfinite=r.config.skip_nonfinite,
       image_shape=r.dataset.image_shape, student_per_seed=True)
-  online_cfg = local_training.online_estimator_config(r.config.estimator, cfg)
+  online_cfg = from_scratch.online_estimator_config(r.config.estimator, cfg)
   return state_S.replace(estimator=jax.vmap(
       lambda phi: estimator_training.init_state(online_cfg, phi))(phi_S))
 
@@ -99,7 +99,7 @@ def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, 
   data = (x_train, y_train, keys, jnp.int32(rules_lib.rule_index(rule)), jnp.float32(eta or 0.0),
           projections)
   if r.config.vmap_seeds:  # (step function, state, data, seed indices, stacked?)
-    groups = [(local_training.seeds_step(step_fn), state, data, list(range(len(seeds))), True)]
+    groups = [(from_scratch.seeds_step(step_fn), state, data, list(range(len(seeds))), True)]
   else:
     groups = [(step_fn, seeds_lib.pick(state, i), data[:2] + (keys[i],) + data[3:], [i], False)
               for i in range(len(seeds))]
@@ -267,10 +267,10 @@ def run(config, workdir: str) -> dict:
   rows, curves = [], []
   for name in names:
     est = estimators.make(name, spec, config.credit)
-    step_fn = local_training.make_train_step(est, cfg, config.estimator,
+    step_fn = from_scratch.make_train_step(est, cfg, config.estimator,
                                              image_shape=image_shape,
                                              skip_nonfinite=config.skip_nonfinite)
-    init_fn = local_training.make_init(est, cfg, config.estimator)
+    init_fn = from_scratch.make_init(est, cfg, config.estimator)
     # Shapes suffice to count FLOPs: no state is built for it.
     state_shape = jax.eval_shape(init_fn, jax.random.PRNGKey(0), r.dataset.x_train,
                                  r.dataset.y_train)

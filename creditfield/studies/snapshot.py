@@ -1,10 +1,10 @@
 """The BP snapshot study: train the student(s) by backprop, checkpoint, report accuracy."""
 import os
 
-from creditfield import checkpoints
-from creditfield import errors
-from creditfield import outputs
-from creditfield import plots
+from creditfield.infra import checkpoints
+from creditfield.infra import errors
+from creditfield.infra import outputs
+from creditfield.infra import plots
 from creditfield.studies import common
 
 TABLE = ("data", "accuracy", "loss", "steps", "seconds")

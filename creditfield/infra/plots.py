@@ -6,7 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-from creditfield import distributed  # pylint: disable=g-bad-import-order
+from creditfield.infra import distributed  # pylint: disable=g-bad-import-order
 
 
 def _save(fig, path: str) -> None:

@@ -1,4 +1,4 @@
-"""Phase 6A (exploitability: credits x k) and 6C (rule swap: credits x rules x lr x seeds).
+"""Phase 6A (phase6: credits x k) and 6C (rule swap: credits x rules x lr x seeds).
 
 Protocol (DESIGN.md §5): a BP snapshot (restored from `config.snapshot.path`, or
 trained and saved here); every learned estimator trained against the frozen snapshot, all
@@ -16,21 +16,21 @@ from absl import logging
 import jax
 import numpy as np
 
-from creditfield import checkpoints
 from creditfield import diagnostics
 from creditfield import estimator_training
 from creditfield import estimators
-from creditfield import exploit
-from creditfield import outputs
-from creditfield import plots
-from creditfield import precompile
+from creditfield import phase6_sweep
 from creditfield import rng
 from creditfield import rules as rules_lib
 from creditfield import sampling
 from creditfield import seeds as seeds_lib
 from creditfield import stats
 from creditfield import update_diagnostics
-from creditfield import validation
+from creditfield.infra import checkpoints
+from creditfield.infra import compilation
+from creditfield.infra import outputs
+from creditfield.infra import plots
+from creditfield.infra import validation
 from creditfield.studies import common
 from creditfield.studies import credit_quality
 
@@ -195,7 +195,7 @@ class Sweeps:
 
   def compile(self, est, phi_S, keys_S) -> None:
     """Compiles the credit's program (one serves every rule and eta) without running it."""
-    fn, seed = (exploit.sweep_seeds, None) if self.vmapped else (exploit.sweep, 0)
+    fn, seed = (phase6_sweep.sweep_seeds, None) if self.vmapped else (phase6_sweep.sweep, 0)
     args, kwargs = self._args(est, phi_S, keys_S, "inner_product", None, seed)
     fn.lower(*args, **kwargs).compile()
 
@@ -203,11 +203,11 @@ class Sweeps:
     """(delta_loss_update, delta_loss_heldout), each (S, num_lrs, K)."""
     if self.vmapped:
       args, kwargs = self._args(est, phi_S, keys_S, rule, eta)
-      return jax.device_get(exploit.sweep_seeds(*args, **kwargs))
+      return jax.device_get(phase6_sweep.sweep_seeds(*args, **kwargs))
     per_seed = []
     for seed in range(keys_S.shape[0]):
       args, kwargs = self._args(est, phi_S, keys_S, rule, eta, seed)
-      per_seed.append(jax.device_get(exploit.sweep(*args, **kwargs)))
+      per_seed.append(jax.device_get(phase6_sweep.sweep(*args, **kwargs)))
     return tuple(np.stack([d[i] for d in per_seed]) for i in range(2))
 
 
@@ -292,7 +292,7 @@ def _snapshot_rows(r, built, snap, seeds, variants, estimators_dir, compile: boo
       lambda seed, name=name: rng.stream(rng.estimator_stream(seed, name, m), "phase6"), seeds)
       for name in built}
   if compile:
-    precompile.concurrently([functools.partial(sweeps.compile, built[n], phis[n], sweep_keys[n])
+    compilation.concurrently([functools.partial(sweeps.compile, built[n], phis[n], sweep_keys[n])
                              for n in built])
   diagnostic_batches = [common.diagnostics_batch(r, seed) for seed in seeds]
   rows = []

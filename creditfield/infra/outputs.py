@@ -16,11 +16,11 @@ import jax
 import numpy as np
 
 import creditfield
-from creditfield import compile_cache
-from creditfield import distributed
-from creditfield import errors
 from creditfield import stats
-from creditfield import tensorboard_events
+from creditfield.infra import compilation
+from creditfield.infra import distributed
+from creditfield.infra import errors
+from creditfield.infra import tensorboard_events
 
 ROW_KEYS = ("study", "credit", "M", "conditioning", "targets", "rule", "eta", "lr", "k",
             "seed", "layer", "gamma", "gamma_std", "rho", "rho_std", "nudge", "nudge_std",
@@ -167,7 +167,7 @@ def run_meta(dataset=None, **extra) -> dict:
       "device_kind": devices[0].device_kind,
       "python": platform.python_version(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),  # compile and run times depend on them
-      "compile_cache": compile_cache.active_dir(),
+      "compile_cache": compilation.active_dir(),
   }
   if dataset is not None:
     meta.update(data_source=dataset.name, data_fingerprint=dataset.fingerprint)

@@ -28,12 +28,12 @@ from creditfield import bp_training
 from creditfield import diagnostics
 from creditfield import estimator_training
 from creditfield import estimators
-from creditfield import exploit
-from creditfield import flops
 from creditfield import perturb
+from creditfield import phase6_sweep
 from creditfield import rules
 from creditfield import student as student_lib
 from creditfield import training_loop
+from creditfield.infra import flops
 
 
 def time_calls(fn: Callable, args_fn: Callable, warmup: int, repeats: int) -> np.ndarray:
@@ -228,7 +228,7 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
     lrs = jnp.logspace(-4, -1, num_lrs) if num_lrs > 1 else jnp.asarray([1e-2])
     args = ({}, params, bx, by, x_all[:b], y_all[:b], key, lrs,
             jnp.int32(rules.rule_index("inner_product")), jnp.float32(0.0), proj)
-    sweep = jax.jit(functools.partial(exploit.sweep, ident, optimizer="sgd",
+    sweep = jax.jit(functools.partial(phase6_sweep.sweep, ident, optimizer="sgd",
                                       update_embed=True))
     compiled, stats = compile_with_stats(sweep, *args)
     out.append(_row("phase6_scan", time_calls(compiled, lambda: args, cfg.warmup, cfg.repeats),

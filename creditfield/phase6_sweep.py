@@ -1,4 +1,4 @@
-"""Snapshot exploitability (DESIGN.md §5): k local-update steps as one jitted `lax.scan`.
+"""Snapshot phase6 (DESIGN.md §5): k local-update steps as one jitted `lax.scan`.
 
 Each step recomputes the activations and the credit on its own batch, takes every
 block's local-rule gradient and an optax update; after every step the loss is
@@ -17,8 +17,8 @@ import optax
 from creditfield import optimizers
 from creditfield import rng
 from creditfield import rules as rules_lib
-from creditfield import sharding
 from creditfield import student as student_lib
+from creditfield.infra import sharding
 
 def k_step_deltas(estimator, phi, student_params, batches_x, batches_y, heldout_x, heldout_y,
                   key, lr, *, rule: str, eta, projections, optimizer: str,

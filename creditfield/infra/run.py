@@ -5,13 +5,13 @@ import sys
 
 import jax
 
-from creditfield import compile_cache
-from creditfield import distributed
-from creditfield import errors
-from creditfield import run_stats
-from creditfield import sharding
-from creditfield import validation
-from creditfield import workdir_lock
+from creditfield.infra import compilation
+from creditfield.infra import distributed
+from creditfield.infra import errors
+from creditfield.infra import run_stats
+from creditfield.infra import sharding
+from creditfield.infra import validation
+from creditfield.infra import workdir_lock
 
 EXPERIMENTS = ("phase1", "pivot", "snapshot", "phase6a", "phase6c", "local_train", "bench")
 
@@ -25,7 +25,7 @@ def run_experiment(config, workdir: str) -> dict:
   try:
     validation.validate(config)
     distributed.check_same_config(config.to_json_best_effort(sort_keys=True))
-    compile_cache.enable(config.compile_cache)
+    compilation.enable(config.compile_cache)
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_sizes(config, mesh.size)
     # Finite-difference targets and diagnostics need true fp32 matmuls: a GPU's
@@ -76,8 +76,8 @@ def _dispatch(config, workdir: str) -> dict:
     from creditfield.studies import snapshot  # pylint: disable=g-import-not-at-top
     return snapshot.run(config, workdir)
   if name in ("phase6a", "phase6c"):
-    from creditfield.studies import exploitability  # pylint: disable=g-import-not-at-top
-    return exploitability.run(config, workdir)
+    from creditfield.studies import phase6  # pylint: disable=g-import-not-at-top
+    return phase6.run(config, workdir)
   if name == "local_train":
     from creditfield.studies import local_train  # pylint: disable=g-import-not-at-top
     return local_train.run(config, workdir)

@@ -3,13 +3,13 @@ import jax
 
 from creditfield import credit_net
 from creditfield import datasets
-from creditfield import errors
 from creditfield import estimators
-from creditfield import local_training
+from creditfield import from_scratch
 from creditfield import optimizers
 from creditfield import perturb
 from creditfield import rules
 from creditfield import sampling
+from creditfield.infra import errors
 
 
 # What jax.default_matmul_precision takes (run.py), and the dot-algorithm presets.
@@ -150,7 +150,7 @@ def validate(config) -> None:
   if "local_train" in config:
     t = config.local_train
     rules.parse_rules(t.rules)
-    _one_of(t.estimator_batch, local_training.ESTIMATOR_BATCHES, "local_train.estimator_batch")
+    _one_of(t.estimator_batch, from_scratch.ESTIMATOR_BATCHES, "local_train.estimator_batch")
     _one_of(t.augment, sampling.AUGMENTATIONS, "local_train.augment")
     _require(t.lr > 0, f"config.local_train.lr must be > 0, got {t.lr}.")
     _require(t.eta > 0, f"config.local_train.eta must be > 0, got {t.eta}.")

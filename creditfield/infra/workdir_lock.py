@@ -11,9 +11,9 @@ import os
 
 from absl import logging
 
-from creditfield import distributed
-from creditfield import errors
-from creditfield import outputs
+from creditfield.infra import distributed
+from creditfield.infra import errors
+from creditfield.infra import outputs
 
 
 class WorkdirLockedError(errors.UserError):

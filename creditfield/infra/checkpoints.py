@@ -15,9 +15,9 @@ import jax
 import orbax.checkpoint as ocp
 
 from creditfield import dataset as dataset_lib
-from creditfield import distributed
-from creditfield import errors
 from creditfield import student as student_lib
+from creditfield.infra import distributed
+from creditfield.infra import errors
 
 ITEMS = ("params", "opt_state", "meta")
 

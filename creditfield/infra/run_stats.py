@@ -6,7 +6,7 @@ themselves rather than from a stopwatch around them.
 
 `compile_s` sums JAX's own compile events (tracing, lowering to MLIR, and XLA compilation or
 its retrieval from the persistent cache) over every program; programs compiled on several
-threads at once (`precompile.concurrently`) add up, so it can exceed `wall_s`.
+threads at once (`compilation.concurrently`) add up, so it can exceed `wall_s`.
 """
 import json
 import os
@@ -15,8 +15,8 @@ import threading
 import jax
 from jax import monitoring
 
-from creditfield import compile_cache
-from creditfield import outputs
+from creditfield.infra import compilation
+from creditfield.infra import outputs
 
 # The three stages of turning a jitted function into an executable (jax._src.dispatch).
 COMPILE_EVENTS = (
@@ -69,7 +69,7 @@ class Meter:
         "compile_s": compile_seconds() - self._compile0,
         "peak_memory_mb": peak_memory_mb(),
         "device_kind": jax.devices()[0].device_kind,
-        "compile_cache": compile_cache.active_dir(),
+        "compile_cache": compilation.active_dir(),
     }
 
 

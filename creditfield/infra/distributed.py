@@ -15,7 +15,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from creditfield import errors
+from creditfield.infra import errors
 
 ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 

@@ -10,7 +10,7 @@ device the constraints are no-ops, so the same code runs everywhere.
 import jax
 from jax.sharding import AxisType, PartitionSpec as P
 
-from creditfield import errors
+from creditfield.infra import errors
 
 DATA = "data"
 
