@@ -25,10 +25,6 @@ LAYER_EMBEDDINGS = ("learned", "sinusoidal")
 NORMALIZATIONS = ("delta_L", "none")
 
 
-def unit(a, eps=1e-30):
-  return a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + eps)
-
-
 def credit_scale(kind: str, delta_L_BxD: jax.Array, floor: float) -> jax.Array:
   """Per-sample scale (B, 1) of the learned estimators' targets.
 
@@ -63,7 +59,7 @@ def conditioning(kind: str, acts: student_lib.Activations, spec) -> jax.Array:
   if kind == "error":
     return acts.error
   if kind == "delta_L":
-    return unit(acts.delta_L) * jnp.sqrt(acts.delta_L.shape[-1])
+    return student_lib.unit(acts.delta_L) * jnp.sqrt(acts.delta_L.shape[-1])
   if kind == "label_delta_L":
     return jnp.concatenate([conditioning("label", acts, spec),
                             conditioning("delta_L", acts, spec)], -1)

@@ -22,13 +22,9 @@ from creditfield.infra import sharding
 METRICS = ("gamma", "gamma_weighted", "rho", "nudge")
 
 
-def _unit(a, eps=1e-30):
-  return a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + eps)
-
-
 def cosines(credit_SxBxD, oracle_SxBxD) -> jax.Array:
   """Per-sample cosine similarity, (S, B)."""
-  return jnp.sum(_unit(credit_SxBxD) * _unit(oracle_SxBxD), -1)
+  return jnp.sum(student_lib.unit(credit_SxBxD) * student_lib.unit(oracle_SxBxD), -1)
 
 
 def gamma(credit_SxBxD, oracle_SxBxD) -> jax.Array:
@@ -64,7 +60,7 @@ def credit_quality(spec, student_params, acts, credit_SxBxD, oracle_SxBxD, key,
   rho = pearson(to_SxN(predicted_MxSxB), to_SxN(actual_MxSxB))
 
   def decrease(direction_SxBxD):
-    moved = losses_from(hs - nudge_eps * _unit(direction_SxBxD))
+    moved = losses_from(hs - nudge_eps * student_lib.unit(direction_SxBxD))
     return (base_SxB - moved).mean(-1)
 
   nudge = decrease(credit_SxBxD) / decrease(oracle_SxBxD)

@@ -5,7 +5,7 @@ parameters, `rng.step_key(key, step)` -> `batch`, `augment`, `loss` each trainin
 the studies evaluate with the stream's `eval` leaf, which no training step uses.
 """
 import functools
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import flax
 import jax
@@ -18,6 +18,15 @@ from creditfield import sampling
 from creditfield import seeds as seeds_lib
 from creditfield import training_loop
 from creditfield.estimators import base
+
+
+class StepData(NamedTuple):
+  """What an estimator training step reads besides its state: the frozen student, the
+  device-resident training set, and the run's key (each step folds its step number in)."""
+  student: dict
+  x_train: jax.Array
+  y_train: jax.Array
+  key: jax.Array
 
 
 @flax.struct.dataclass
@@ -77,7 +86,7 @@ def _cached_step(estimator: base.CreditEstimator, frozen_cfg: tuple, image_shape
   optimizer = optimizers.adam(cfg)
   augment = augment_fn(cfg, image_shape)
 
-  def step_fn(data, state, step):
+  def step_fn(data: StepData, state, step):
     student, x_all, y_all, key = data
     k_batch, k_augment, k_loss = rng.leaves(rng.step_key(key, step), "batch", "augment", "loss")
     x, y = sampling.sample_batch(k_batch, x_all, y_all, cfg.batch_size)
@@ -91,7 +100,7 @@ def _cached_step(estimator: base.CreditEstimator, frozen_cfg: tuple, image_shape
 
 def make_train_step(estimator: base.CreditEstimator, cfg, image_shape=None,
                     skip_nonfinite: bool = False):
-  """step_fn(data, state, step) -> (state, metrics), data = (student, x_train, y_train, key).
+  """step_fn(data, state, step) -> (state, metrics), data a `StepData`.
 
   The step draws its batch with `rng.step_key(key, step)` from the device-resident
   training set, so a whole training run needs nothing from the host. The same
@@ -100,10 +109,9 @@ def make_train_step(estimator: base.CreditEstimator, cfg, image_shape=None,
   return _cached_step(estimator, frozen(cfg), image_shape, skip_nonfinite)
 
 
-@functools.lru_cache(maxsize=128)
 def seeds_step(step_fn, student_per_seed: bool = False):
   """`step_fn` over a leading seed axis of the state and of the key (and student) in `data`."""
-  return jax.vmap(step_fn, in_axes=((0 if student_per_seed else None, None, None, 0), 0, None))
+  return seeds_lib.vmap_step(step_fn, StepData(0 if student_per_seed else None, None, None, 0))
 
 
 def train_seeds(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, keys,
@@ -141,7 +149,7 @@ def train_seeds(estimator: base.CreditEstimator, student_params, x_train, y_trai
         tags[s])]
 
   return _fit(step_fn, jax.vmap(lambda p: init_state(cfg, p))(phi),
-              (student_params, x_train, y_train, keys), cfg, records, on_metrics,
+              StepData(student_params, x_train, y_train, keys), cfg, records, on_metrics,
               f"estimator {estimator.name} ({num_seeds} seeds)")
 
 
@@ -179,6 +187,6 @@ def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg
   if not estimator.learned or cfg.steps == 0:
     return phi
   return _fit(make_train_step(estimator, cfg, image_shape, skip_nonfinite), init_state(cfg, phi),
-              (student_params, x_train, y_train, key), cfg,
+              StepData(student_params, x_train, y_train, key), cfg,
               lambda first_step, metrics, phi: _records(first_step, metrics, phi, monitor, tags),
               on_metrics, f"estimator {estimator.name}")

@@ -11,6 +11,7 @@ under the no-hidden-BP guard (its estimator's spec is guarded). The rule and eta
 are traced, so one compiled program per credit serves every rule.
 """
 import functools
+from typing import NamedTuple
 
 import flax
 import jax
@@ -23,11 +24,24 @@ from creditfield import optimizers
 from creditfield import rng
 from creditfield import rules as rules_lib
 from creditfield import sampling
+from creditfield import seeds as seeds_lib
 from creditfield import student as student_lib
 from creditfield import training_loop
 from creditfield.estimators import base
 
 ESTIMATOR_BATCHES = ("same", "separate")
+
+
+class StepData(NamedTuple):
+  """What a student step reads besides its state: the device-resident training set, the run's
+  key (each step folds its step number in), the rule (an index into `rules.RULES`) and its eta
+  (traced, so one program serves every rule), and the fixed projections of `local_ce`."""
+  x_train: jax.Array
+  y_train: jax.Array
+  key: jax.Array
+  rule_index: jax.Array
+  eta: jax.Array
+  projections: jax.Array
 
 
 @flax.struct.dataclass
@@ -66,16 +80,14 @@ def _cached_init(estimator, frozen_cfg, frozen_estimator_cfg):
   return jax.jit(init)
 
 
-@functools.lru_cache(maxsize=64)
 def seeds_step(step_fn):
   """`step_fn` over a leading seed axis of the state and of the key in `data`."""
-  return jax.vmap(step_fn, in_axes=((None, None, 0, None, None, None), 0, None))
+  return seeds_lib.vmap_step(step_fn, StepData(None, None, 0, None, None, None))
 
 
 def make_train_step(estimator: base.CreditEstimator, cfg, estimator_cfg, *, image_shape=None,
                     skip_nonfinite: bool = False):
-  """step_fn(data, state, step) -> (state, metrics), with
-  data = (x_train, y_train, key, rule_index, eta, projections).
+  """step_fn(data, state, step) -> (state, metrics), with `data` a `StepData`.
 
   Cached on its (hashable) arguments, so every seed and rule of a credit reuses one
   compiled chunk.
@@ -106,7 +118,7 @@ def _cached_step(estimator, frozen_cfg, frozen_estimator_cfg, image_shape, skip_
     est_state, metrics = jax.lax.scan(one, est_state, jnp.arange(cfg.estimator_steps))
     return est_state, jax.tree.map(lambda m: m[-1], metrics)
 
-  def step_fn(data, state, step):
+  def step_fn(data: StepData, state, step):
     x_all, y_all, key, rule_index, eta, projections = data
     k_batch, k_augment, k_estimator, k_credit = rng.leaves(
         rng.step_key(key, step), "batch", "augment", "estimator", "credit")

@@ -39,23 +39,20 @@ def parse_rules(names: str) -> tuple[str, ...]:
   return tuple(check_rule(n) for n in parsed)
 
 
-def _unit(a, eps=1e-12):
-  return a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + eps)
-
-
 def rule_loss(rule: str, out_SxBxD, h_in_SxBxD, credit_SxBxD, eta, projection_SxDxC=None):
   """The local loss of S blocks at once (mean over the batch, sum over blocks; S may be
   absent): `out` = F(h_in) depends on each block's parameters only."""
   a = jax.lax.stop_gradient(credit_SxBxD)
+  unit = lambda v: student_lib.unit(v, eps=1e-12)
   h_out = h_in_SxBxD + out_SxBxD
-  target = jax.lax.stop_gradient(h_out - eta * _unit(a))
+  target = jax.lax.stop_gradient(h_out - eta * unit(a))
   per_sample = lambda v_SxB: v_SxB.mean(-1).sum()
   if rule == "inner_product":
     return per_sample(jnp.sum(out_SxBxD * a, -1))
   if rule == "target_shift":
     return per_sample(0.5 * jnp.sum(jnp.square(h_out - target), -1))
   if rule == "cosine":
-    return per_sample(jnp.sum(_unit(out_SxBxD) * _unit(a), -1))
+    return per_sample(jnp.sum(unit(out_SxBxD) * unit(a), -1))
   if rule == "local_ce":
     # The gradient of CE(q, softmax(z)) in z is p - q: the surrogate sum(sg(p - q) z) has it.
     # A sample without credit (a = 0, so target = h_out) gets exactly 0, not the ~1e-9 that
@@ -68,7 +65,7 @@ def rule_loss(rule: str, out_SxBxD, h_in_SxBxD, credit_SxBxD, eta, projection_Sx
     return per_sample(jnp.sum(jax.lax.stop_gradient(p_minus_q) * z, -1))
   if rule == "distill":
     norm = jnp.linalg.norm(h_out, axis=-1, keepdims=True)
-    target = jax.lax.stop_gradient(h_out - eta * norm * _unit(a))
+    target = jax.lax.stop_gradient(h_out - eta * norm * unit(a))
     return per_sample(jnp.sum(jnp.square(h_out - target), -1) / jnp.sum(jnp.square(target), -1))
   check_rule(rule)
   raise AssertionError(rule)

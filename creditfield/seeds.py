@@ -3,6 +3,7 @@
 Seed s of a study is `config.seed + s`; its random streams are `rng.stream(seed, ...)` as in
 a single-seed run, so S seeds vmapped give the rows of S separate runs (`config.vmap_seeds`).
 """
+import functools
 from typing import Sequence
 
 import jax
@@ -27,6 +28,14 @@ def pick(tree, s: int):
 def keys(fn, seeds: Sequence[int]) -> jax.Array:
   """`fn(seed)` (a key) for every seed, stacked: (S, ...)."""
   return jnp.stack([fn(seed) for seed in seeds])
+
+
+@functools.lru_cache(maxsize=128)
+def vmap_step(step_fn, data_axes):
+  """A training step `step_fn(data, state, step)` over a leading seed axis of the state and
+  of the fields of `data` whose axis in `data_axes` (a `data`-shaped tuple of 0 / None) is 0.
+  Cached: the same step and axes give the same function object, compiled once."""
+  return jax.vmap(step_fn, in_axes=(data_axes, 0, None))
 
 
 def chunk_metrics(metrics: dict, s: int) -> dict:

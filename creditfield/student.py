@@ -249,3 +249,10 @@ def oracle_grads(spec: StudentSpec, params: Params, x, y) -> jax.Array:
 
 def mean_loss(spec: StudentSpec, params: Params, x, y) -> jax.Array:
   return per_sample_loss(spec, forward(spec, params, x)[1], y).mean()
+
+
+def unit(a, eps=1e-30):
+  """`a` scaled to unit length along its last axis (per sample); a zero vector stays zero.
+  The one normalisation of the project; `eps` keeps a zero row finite (rules.py's credits
+  use 1e-12, measured with it)."""
+  return a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + eps)

@@ -53,8 +53,9 @@ def test_oracle_with_inner_product_is_one_step_of_backprop():
   dataset, spec, _, init, step = _setup(config, "oracle")
   key = jax.random.PRNGKey(5)
   projections = rules_lib.projections(key, spec)
-  data = (dataset.x_train, dataset.y_train, key, jnp.int32(rules_lib.rule_index("inner_product")),
-          jnp.float32(0.0), projections)
+  data = from_scratch.StepData(dataset.x_train, dataset.y_train, key,
+                               jnp.int32(rules_lib.rule_index("inner_product")), jnp.float32(0.0),
+                               projections)
   state, _ = step(data, init, jnp.int32(0))
   # The same batch and the same AdamW, with gradients of the mean loss by backprop.
   k_batch = rng.leaves(rng.step_key(key, 0), "batch")[0]
@@ -73,8 +74,9 @@ def test_online_estimator_takes_its_steps_on_separate_batches_under_the_guard():
   dataset, spec, est, init, step = _setup(config, "vector_field")
   assert est.spec.guarded
   key = jax.random.PRNGKey(1)
-  data = (dataset.x_train, dataset.y_train, key, jnp.int32(rules_lib.rule_index("cosine")),
-          jnp.float32(0.0), rules_lib.projections(key, spec))
+  data = from_scratch.StepData(dataset.x_train, dataset.y_train, key,
+                               jnp.int32(rules_lib.rule_index("cosine")), jnp.float32(0.0),
+                               rules_lib.projections(key, spec))
   state = init
   for i in range(3):
     state, metrics = step(data, state, jnp.int32(i))

@@ -25,7 +25,6 @@ The correction comes first, then removal, so `projected` sizes the direction tha
 import jax
 import jax.numpy as jnp
 
-from creditfield import credit_net
 from creditfield import perturb
 from creditfield import rng
 from creditfield import student as student_lib
@@ -39,7 +38,7 @@ CORRECTIONS = ("none", "forward_gradient")
 def remove_radial(credit_SxBxD, hs_SxBxD, with_mean: bool = False) -> jax.Array:
   """The credit less its component along each sample's centred residual stream (and, with
   `with_mean`, less its mean over features: the two directions LayerNorm cannot see)."""
-  h_unit = credit_net.unit(hs_SxBxD - hs_SxBxD.mean(-1, keepdims=True))
+  h_unit = student_lib.unit(hs_SxBxD - hs_SxBxD.mean(-1, keepdims=True))
   if with_mean:  # h_unit is centred, so the two removals commute
     credit_SxBxD = credit_SxBxD - credit_SxBxD.mean(-1, keepdims=True)
   return credit_SxBxD - jnp.sum(credit_SxBxD * h_unit, -1, keepdims=True) * h_unit
@@ -47,14 +46,14 @@ def remove_radial(credit_SxBxD, hs_SxBxD, with_mean: bool = False) -> jax.Array:
 
 def radial_fraction(credit_SxBxD, hs_SxBxD) -> jax.Array:
   """<a_l, h^_l> / ||a_l|| per layer and sample, (S, B); 0 where a_l = 0."""
-  h_unit = credit_net.unit(hs_SxBxD - hs_SxBxD.mean(-1, keepdims=True))
-  return jnp.sum(credit_net.unit(credit_SxBxD) * h_unit, -1)
+  h_unit = student_lib.unit(hs_SxBxD - hs_SxBxD.mean(-1, keepdims=True))
+  return jnp.sum(student_lib.unit(credit_SxBxD) * h_unit, -1)
 
 
 def mean_fraction(credit_SxBxD) -> jax.Array:
   """<a_l, 1/sqrt(D)> / ||a_l|| per layer and sample, (S, B): the credit along the mean."""
   width = credit_SxBxD.shape[-1]
-  return jnp.sum(credit_net.unit(credit_SxBxD), -1) / jnp.sqrt(width)
+  return jnp.sum(student_lib.unit(credit_SxBxD), -1) / jnp.sqrt(width)
 
 
 def forward_gradient_correction(spec, student_params, hs_SxBxD, y, credit_SxBxD, key,
@@ -68,7 +67,7 @@ def forward_gradient_correction(spec, student_params, hs_SxBxD, y, credit_SxBxD,
 
 def projected_size(spec, student_params, hs_SxBxD, y, credit_SxBxD) -> jax.Array:
   """(D_u l(h_l)) u_l with u_l the unit credit, by one jvp from every layer l < S."""
-  u = credit_net.unit(credit_SxBxD)
+  u = student_lib.unit(credit_SxBxD)
   losses_from = lambda hs: student_lib.losses_from_layers(spec, student_params, hs, y)
   slope_SxB = jax.jvp(losses_from, (hs_SxBxD,), (u,))[1]
   return slope_SxB[..., None] * u

@@ -145,10 +145,11 @@ def estimator_step(cfg, spec, params, x_all, y_all, key, name: str, m: int,
   init = lambda k: estimator_training.init_state(ecfg, estimator_training.initial_params(
       est, k, params, x_all, y_all, cfg.batch_size))
   if not num_seeds:
-    return compiled_steps(step_fn, init(key), (params, x_all, y_all, key), steps_per_call)
+    data = estimator_training.StepData(params, x_all, y_all, key)
+    return compiled_steps(step_fn, init(key), data, steps_per_call)
   keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(num_seeds))  # seed s
   return compiled_steps(estimator_training.seeds_step(step_fn), jax.vmap(init)(keys),
-                        (params, x_all, y_all, keys), steps_per_call)
+                        estimator_training.StepData(params, x_all, y_all, keys), steps_per_call)
 
 
 def _time_steps(call, steps_per_call: int, cfg) -> np.ndarray:

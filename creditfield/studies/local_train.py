@@ -96,12 +96,12 @@ def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, 
   state = jax.tree.map(jnp.copy, state)
   keys = seeds_lib.keys(lambda seed: rng.stream(seed, "local_train"), seeds)
   k_quality = jax.vmap(lambda k: rng.stream(k, "quality"))(keys)
-  data = (x_train, y_train, keys, jnp.int32(rules_lib.rule_index(rule)), jnp.float32(eta or 0.0),
-          projections)
+  data = from_scratch.StepData(x_train, y_train, keys, jnp.int32(rules_lib.rule_index(rule)),
+                               jnp.float32(eta or 0.0), projections)
   if r.config.vmap_seeds:  # (step function, state, data, seed indices, stacked?)
     groups = [(from_scratch.seeds_step(step_fn), state, data, list(range(len(seeds))), True)]
   else:
-    groups = [(step_fn, seeds_lib.pick(state, i), data[:2] + (keys[i],) + data[3:], [i], False)
+    groups = [(step_fn, seeds_lib.pick(state, i), data._replace(key=keys[i]), [i], False)
               for i in range(len(seeds))]
   curves, chunk_seconds = [[] for _ in seeds], [[] for _ in seeds]
   for fn, group_state, group_data, members, stacked in groups:
