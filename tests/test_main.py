@@ -66,6 +66,11 @@ def test_phase1_runlocal_writes_every_output(tmp_path):
   stats = json.loads((tmp_path / "run_stats.json").read_text())
   assert stats["study"] == "phase1" and 0 < stats["compile_s"] < stats["wall_s"]
   assert stats["peak_memory_mb"] is None
+  # Split by program: the parts add up to the total, and the estimators' quality programs are
+  # among them by name.
+  by_program = stats["compile_seconds_by_program"]
+  assert abs(sum(by_program.values()) - stats["compile_s"]) < 0.01 * stats["compile_s"] + 0.01
+  assert list(by_program.values()) == sorted(by_program.values(), reverse=True)
 
 
 def test_a_workdir_of_another_run_is_refused(tmp_path):

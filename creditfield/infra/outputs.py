@@ -259,24 +259,33 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
   return "\n".join(out)
 
 
-def summarize(rows: Sequence[dict], group_keys: Sequence[str], metrics: Sequence[str]) -> list[dict]:
-  """Mean and std over seeds of `metrics`, and the mean's 95% t-interval over seeds
-  (`_ci_low`, `_ci_high`; None for one seed), per combination of `group_keys`."""
+def _groups(rows: Sequence[dict], group_keys: Sequence[str]):
+  """(the group's keys as a row, its members) per combination of `group_keys`, in order."""
   groups: dict[tuple, list[dict]] = {}
   for r in rows:
     groups.setdefault(tuple(r.get(k) for k in group_keys), []).append(r)
-  out = []
   for key, members in groups.items():
-    row = {k: v for k, v in zip(group_keys, key) if v is not None}
-    row["seed"] = "all"
-    row["num_seeds"] = len(members)
+    yield {k: v for k, v in zip(group_keys, key) if v is not None}, members
+
+
+def _mean_with_interval(row: dict, m: str, values: Sequence[float]) -> float:
+  """Sets `m` (the mean), `m_std` and the mean's 95% t-interval `m_ci_low`, `m_ci_high`."""
+  interval = stats.mean_interval(values)
+  row[m], row[f"{m}_std"] = interval["mean"], float(np.std(values))
+  row[f"{m}_ci_low"], row[f"{m}_ci_high"] = interval["ci_low"], interval["ci_high"]
+  return interval["mean"]
+
+
+def summarize(rows: Sequence[dict], group_keys: Sequence[str], metrics: Sequence[str]) -> list[dict]:
+  """Mean and std over seeds of `metrics`, and the mean's 95% t-interval over seeds
+  (`_ci_low`, `_ci_high`; None for one seed), per combination of `group_keys`."""
+  out = []
+  for row, members in _groups(rows, group_keys):
+    row.update(seed="all", num_seeds=len(members))
     for m in metrics:
       values = [r[m] for r in members if r.get(m) is not None]
       if values:
-        interval = stats.mean_interval(values)
-        row[m] = interval["mean"]
-        row[f"{m}_std"] = float(np.std(values))
-        row[f"{m}_ci_low"], row[f"{m}_ci_high"] = interval["ci_low"], interval["ci_high"]
+        _mean_with_interval(row, m, values)
     out.append(row)
   return out
 
@@ -287,25 +296,16 @@ def summarize_over_snapshots(per_snapshot: Sequence[dict], group_keys: Sequence[
   summaries (each a mean over its seeds), the mean, std and 95% t-interval over snapshots,
   the mean within-snapshot std over seeds (`_seed_std`), and on how many snapshots the sign
   of the mean holds (`_sign_holds`, out of `num_snapshots`)."""
-  groups: dict[tuple, list[dict]] = {}
-  for r in per_snapshot:
-    groups.setdefault(tuple(r.get(k) for k in group_keys), []).append(r)
   out = []
-  for key, members in groups.items():
-    row = {k: v for k, v in zip(group_keys, key) if v is not None}
+  for row, members in _groups(per_snapshot, group_keys):
     row.update(seed="all", snapshot="all", num_snapshots=len(members),
                num_seeds=min(r["num_seeds"] for r in members))
     for m in metrics:
       present = [r for r in members if r.get(m) is not None]
-      if not present:
-        continue
-      values = [r[m] for r in present]
-      interval = stats.mean_interval(values)
-      row[m] = interval["mean"]
-      row[f"{m}_std"] = float(np.std(values))
-      row[f"{m}_ci_low"], row[f"{m}_ci_high"] = interval["ci_low"], interval["ci_high"]
-      row[f"{m}_seed_std"] = float(np.mean([r.get(f"{m}_std", 0.0) for r in present]))
-      row[f"{m}_sign_holds"] = stats.sign_holds(values, interval["mean"])
+      if present:
+        mean = _mean_with_interval(row, m, [r[m] for r in present])
+        row[f"{m}_seed_std"] = float(np.mean([r.get(f"{m}_std", 0.0) for r in present]))
+        row[f"{m}_sign_holds"] = stats.sign_holds([r[m] for r in present], mean)
     out.append(row)
   return out
 

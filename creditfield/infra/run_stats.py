@@ -7,6 +7,8 @@ themselves rather than from a stopwatch around them.
 `compile_s` sums JAX's own compile events (tracing, lowering to MLIR, and XLA compilation or
 its retrieval from the persistent cache) over every program; programs compiled on several
 threads at once (`compilation.concurrently`) add up, so it can exceed `wall_s`.
+`compile_seconds_by_program` splits it by the jitted function's name (several programs of one
+function add up), largest first, so the next slow compile is named.
 """
 import json
 import os
@@ -28,14 +30,16 @@ FILENAME = "run_stats.json"
 
 _lock = threading.Lock()
 _compile_seconds = 0.0
+_by_program: dict[str, float] = {}
 _registered = False
 
 
-def _listen(event: str, duration: float, **unused_kwargs) -> None:
+def _listen(event: str, duration: float, fun_name: str = "?", **unused_kwargs) -> None:
   global _compile_seconds
   if event in COMPILE_EVENTS:
     with _lock:
       _compile_seconds += duration
+      _by_program[fun_name] = _by_program.get(fun_name, 0.0) + duration
 
 
 def compile_seconds() -> float:
@@ -45,6 +49,13 @@ def compile_seconds() -> float:
     monitoring.register_event_duration_secs_listener(_listen)
     _registered = True
   return _compile_seconds
+
+
+def compile_seconds_by_program() -> dict[str, float]:
+  """Seconds of compile events so far per jitted function name."""
+  compile_seconds()  # registers the listener
+  with _lock:
+    return dict(_by_program)
 
 
 def peak_memory_mb() -> float | None:
@@ -60,13 +71,18 @@ class Meter:
 
   def __init__(self):
     self._compile0 = compile_seconds()
+    self._by_program0 = compile_seconds_by_program()
     self._wall = outputs.Stopwatch()
 
   def stats(self, experiment: str) -> dict:
+    by_program = {name: seconds - self._by_program0.get(name, 0.0)
+                  for name, seconds in compile_seconds_by_program().items()}
     return {
         "study": experiment,
         "wall_s": self._wall.seconds(),
         "compile_s": compile_seconds() - self._compile0,
+        "compile_seconds_by_program": dict(sorted(
+            ((k, round(v, 3)) for k, v in by_program.items() if v > 0), key=lambda kv: -kv[1])),
         "peak_memory_mb": peak_memory_mb(),
         "device_kind": jax.devices()[0].device_kind,
         "compile_cache": compilation.active_dir(),
