@@ -338,7 +338,7 @@ def test_a_refused_rerun_names_the_keys_that_changed(tmp_path):
 
 @pytest.mark.parametrize("case", ["workdir_is_a_file", "workdir_read_only", "two_configs",
                                   "config_not_python", "cache_dir_is_a_file", "bogus_precision",
-                                  "huge_seed"])
+                                  "huge_seed", "width_beyond_memory"])
 def test_user_fixable_failures_are_one_paragraph(tmp_path, case):
   """Each once ended in a traceback (or, for two --config flags, silently kept the last)."""
   (tmp_path / "a_file").write_text("x")
@@ -348,7 +348,7 @@ def test_user_fixable_failures_are_one_paragraph(tmp_path, case):
   needle = {"workdir_is_a_file": "is a file, not a folder", "workdir_read_only": "Cannot write",
             "two_configs": "given 2 times", "config_not_python": "is not a config file",
             "cache_dir_is_a_file": "is a file, not a folder", "bogus_precision": "matmul_precision",
-            "huge_seed": "2^63"}[case]
+            "huge_seed": "2^63", "width_beyond_memory": "ran out of memory"}[case]
   if case == "workdir_is_a_file":
     args[1] = f"--workdir={tmp_path / 'a_file'}"
   elif case == "workdir_read_only":
@@ -367,7 +367,11 @@ def test_user_fixable_failures_are_one_paragraph(tmp_path, case):
     args.append("--config.matmul_precision=fastest")
   elif case == "huge_seed":
     args.append(f"--config.seed={2 ** 63}")
-  _one_paragraph_error(_main(*args), needle)
+  elif case == "width_beyond_memory":  # a real allocation of 128 TiB, refused by XLA
+    args.append(f"--config.student.width={2 ** 21}")
+  message = _one_paragraph_error(_main(*args), needle)
+  if case == "width_beyond_memory":
+    assert "student width 2097152" in message and "vmap_seeds=False" in message
 
 
 def test_non_finite_headline_numbers_end_the_run_with_an_error_naming_them(tmp_path):

@@ -1,6 +1,7 @@
 """Dispatches a config to its study; turns user mistakes into one clear message."""
 import math
 import os
+import re
 import sys
 
 import jax
@@ -99,3 +100,24 @@ def main(config, workdir: str) -> dict:
   except errors.UserError as e:
     sys.stderr.write(f"\ncreditfield error: {e}\n")
     sys.exit(1)
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e) and "Out of memory" not in str(e):
+      raise  # an internal error keeps its traceback
+    sys.stderr.write(f"\ncreditfield error: {out_of_memory_message(config, e)}\n")
+    sys.exit(1)
+
+
+def out_of_memory_message(config, error) -> str:
+  """One paragraph for a device out of memory: what XLA could not allocate, the sizes that
+  set memory, and what to lower."""
+  found = re.search(r"Out of memory[^\n]*", str(error))
+  what = found.group(0).rstrip(".") if found else str(error).split("\n")[0]
+  sizes = [f"student width {config.student.width} x depth {config.student.depth}",
+           f"{config.num_seeds} seed(s) {'vmapped' if config.vmap_seeds else 'one by one'}"]
+  for section in ("snapshot", "estimator", "local_train", "phase6", "diagnostics"):
+    if section in config and "batch_size" in config[section]:
+      sizes.append(f"{section}.batch_size {config[section].batch_size}")
+  sizes.append(f"credit nets {tuple(config.credit.vector_field.hidden)}, M {config.credit.M}")
+  return (f"The device ran out of memory ({what}) in {config.experiment} with "
+          f"{', '.join(sizes)}. Lower one of these (--config.<key>=...), or run the seeds one "
+          "after another with --config.vmap_seeds=False.")
