@@ -49,7 +49,8 @@ def get_config(arg=None):
       c.num_seeds = 2
       c.credit.names = "oracle,identity,vector_field,zero,oracle_dial"
       c.estimator.update(dict(steps=300))
-      c.snapshot.update(dict(steps=2000))
+      c.snapshot.update(dict(steps=1500))
+      c.diagnostics.batch_size = 512
       c.phase6.update(dict(lrs=(1e-3, 1e-2, 1e-1), etas=(1.0,), heldout_size=2048,
                            dial_gammas=(0.0, 0.25, 0.5, 0.75, 1.0)))
       c.expected_runtime = "about 2 minutes on 2 CPU cores"
