@@ -17,7 +17,7 @@ from creditfield import config_defaults
 
 
 def get_config(arg=None):
-  args = config_defaults.parse_args(arg)
+  args = config_defaults.parse_args(arg, extra=("full",))
   c = config_defaults.base_config()
   c.experiment = "phase6c"
   c.num_seeds = 3

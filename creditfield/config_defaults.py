@@ -10,16 +10,18 @@ import ml_collections
 
 from creditfield.infra import errors
 
-ARGS = ("synthetic", "runlocal", "full")
+ARGS = ("synthetic", "runlocal")
 
 
-def parse_args(arg) -> set[str]:
-  """'synthetic,runlocal' -> {'synthetic', 'runlocal'}; refuses unknown args."""
+def parse_args(arg, extra: tuple[str, ...] = ()) -> set[str]:
+  """'synthetic,runlocal' -> {'synthetic', 'runlocal'}; refuses args that are neither in ARGS
+  nor in the config's own `extra` (an arg a config ignored would be a silent no-op)."""
   args = {a.strip() for a in (arg or "").split(",") if a.strip()}
-  unknown = args - set(ARGS)
+  valid = ARGS + tuple(extra)
+  unknown = args - set(valid)
   if unknown:
-    raise errors.UserError(f"Unknown config arg(s) {sorted(unknown)}; valid args are {ARGS}, "
-                     "e.g. --config=configs/phase1.py:synthetic,runlocal")
+    raise errors.UserError(f"Unknown config arg(s) {sorted(unknown)}; valid args here are "
+                           f"{valid}, e.g. --config=configs/phase1.py:synthetic,runlocal")
   return args
 
 

@@ -83,7 +83,7 @@ def test_a_workdir_of_another_run_is_refused(tmp_path):
 @pytest.mark.parametrize("args,needles", [
     (("--config=configs/phase6c.py:synthetic,runlocal", "--config.sedd=1"),
      ("sedd", "Did you mean seed?")),
-    (("--config=configs/phase6c.py:nonsense",), ("nonsense", "valid args are", "synthetic")),
+    (("--config=configs/phase6c.py:nonsense",), ("nonsense", "valid args here are", "full")),
     (("--config=configs/nope.py",), ("configs/nope.py does not exist", "phase6c.py")),
     (("--config=configs/phase1.py:synthetic", "--config.credit.vectorfield.M=2"),
      ("credit.vectorfield.M", "credit.vector_field")),
