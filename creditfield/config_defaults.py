@@ -113,10 +113,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Training of learned estimators against the frozen student.
   # credit_params: the EMA of the credit net's parameters (ema) or the raw ones (raw) give
-  # the credit; augment: none | flip | flip_crop for estimator batches of image data
-  # (flip_crop, as the snapshot trained, measured 0.014 lower held-out Gamma on CIFAR-10).
-  # Batches of 1024 (not 256) raised the vector field's held-out Gamma on CIFAR-10 from 0.69
-  # to 0.74 at 2,000 steps: its regression is limited by the noise of M directions.
+  # the credit; augment: none | flip | flip_crop for estimator batches of image data.
+  # Batches of 1024, not 256: the field's regression is limited by the noise of its M
+  # directions (the pivot's batch-size ablation, docs/results/pivot_cifar10.md).
   c.estimator = ml_collections.ConfigDict(dict(
       steps=2000, batch_size=1024, lr=1e-3, schedule="cosine", warmup_steps=100,
       ema_decay=0.99, grad_clip=1.0, log_every=100, credit_params="ema", augment="none"))
