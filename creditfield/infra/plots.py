@@ -59,8 +59,12 @@ def line_panels(panels: dict[str, Sequence[dict]], path: str, *, x: str, y: str,
 
 def training_curves(records: Sequence[dict], path: str, *, keys: Sequence[str],
                     label: Callable[[dict], str], title: str = "") -> None:
-  """Per-step metrics from metrics.jsonl, one panel per key, log scale."""
+  """Per-step metrics from metrics.jsonl, one panel per key, log scale. A line keeps its colour
+  in every panel, and the legend names every line of every panel."""
   fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+  names = list(dict.fromkeys(label(r) for r in records if any(k in r for k in keys)))
+  cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  color = {name: cycle[i % len(cycle)] for i, name in enumerate(names)}
   for ax, key in zip(axes[0], keys):
     series: dict[str, tuple[list, list]] = {}
     for r in records:
@@ -69,15 +73,24 @@ def training_curves(records: Sequence[dict], path: str, *, keys: Sequence[str],
         xs.append(r["step"])
         ys.append(r[key])
     for name, (xs, ys) in series.items():
-      ax.plot(xs, ys, label=name, lw=1)
+      ax.plot(xs, ys, label=name, lw=1, color=color[name])
     ax.set_yscale("log" if all(v > 0 for _, ys in series.values() for v in ys) else "linear")
     ax.set_xlabel("step")
     ax.set_title(key)
     ax.grid(alpha=0.3)
-  if any(ax.lines for ax in axes[0]):
-    axes[0][0].legend(fontsize=7)
+  _legend_of_every_panel(axes[0][0], axes.flat, fontsize=7)
   fig.suptitle(title)
   _save(fig, path)
+
+
+def _legend_of_every_panel(target, axes, fontsize: int) -> None:
+  """One legend on `target` naming every labelled line of every panel (once each)."""
+  handles: dict[str, object] = {}
+  for ax in axes:
+    for handle, name in zip(*ax.get_legend_handles_labels()):
+      handles.setdefault(name, handle)
+  if handles:
+    target.legend(list(handles.values()), list(handles), fontsize=fontsize)
 
 
 def delta_vs_gamma(rows: Sequence[dict], path: str, *, deltas: Sequence[str], dial: str,
@@ -107,7 +120,6 @@ def delta_vs_gamma(rows: Sequence[dict], path: str, *, deltas: Sequence[str], di
       ax.set_ylabel(delta)
       ax.set_title(f"lr={lr:g}", fontsize=9)
       ax.grid(alpha=0.3)
-  if axes[0][0].get_legend_handles_labels()[0]:
-    axes[0][0].legend(fontsize=6)
+  _legend_of_every_panel(axes[0][0], axes.flat, fontsize=6)
   fig.suptitle(title, fontsize=10)
   _save(fig, path)
