@@ -16,8 +16,9 @@ import numpy as np
 import optax
 
 from creditfield import bp_training, config_defaults, diagnostics, estimator_training, estimators
-from creditfield import phase6_sweep, rules, sharding
+from creditfield import phase6_sweep, rules
 from creditfield import student as student_lib
+from creditfield.infra import sharding
 
 
 def max_diff(a, b):

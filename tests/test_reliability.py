@@ -385,3 +385,19 @@ def test_non_finite_headline_numbers_end_the_run_with_an_error_naming_them(tmp_p
                            r"delta_loss_update"):
     run_module.check_headlines({"rows": rows}, str(tmp_path))
   run_module.check_headlines({"rows": rows[2:]}, str(tmp_path))  # finite: nothing to say
+
+
+def test_a_rerun_that_trains_again_logs_no_step_twice(tmp_path):
+  """Local training keeps no checkpoint: a rerun on its workdir trains again from step 0. What
+  the first run logged for those runs is void and dropped, so metrics.jsonl holds each
+  (run, step) once, exactly as many records as one run writes."""
+  from creditfield.infra import tensorboard_events  # pylint: disable=g-import-not-at-top
+  config = _config("local_train")
+  config.credit.names = "identity,vector_field"
+  config.local_train.rules = "inner_product"
+  run_lib.run_experiment(config, str(tmp_path))
+  once = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  run_lib.run_experiment(config, str(tmp_path))
+  twice = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  keys = [(tensorboard_events.run_name(r), r["step"]) for r in twice if "step" in r]
+  assert len(keys) == len(set(keys)) and len(twice) == len(once) > 0

@@ -70,7 +70,8 @@ def make_folder(workdir: str) -> None:
     raise errors.UserError(f"--workdir {workdir} is a file, not a folder: choose another path.")
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    # One probe per process: the processes of a multi-host run probe the same folder at once.
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -108,15 +109,43 @@ class MetricsWriter:
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.events = tensorboard_events.EventWriter(os.path.join(workdir, "tensorboard"))
+    self._earlier: dict[str, int] | None = None  # run -> last step an earlier process logged
 
   def __call__(self, records: Iterable[dict]) -> None:
     if not distributed.is_writer():
       return
     records = list(records)
+    self._void_earlier_attempts(records)
     with open(self.path, "a") as f:
       for r in records:
         f.write(json.dumps(r, sort_keys=True) + "\n")
     self.events.write(records)
+
+  def _void_earlier_attempts(self, records: list[dict]) -> None:
+    """A run that logs a step an earlier process of this workdir already logged has started
+    again from there (training that restarts from step 0 on a rerun, a snapshot resumed from
+    its checkpoint): what the earlier process logged for that run from that step on is void,
+    dropped here and purged from TensorBoard, so no step is ever logged twice."""
+    if self._earlier is None:
+      self._earlier = {}
+      for r in self.read():
+        if "step" in r:
+          run = tensorboard_events.run_name(r)
+          self._earlier[run] = max(self._earlier.get(run, -1), r["step"])
+    restarts: dict[str, int] = {}
+    for r in records:
+      run = tensorboard_events.run_name(r)
+      if "step" in r and r["step"] <= self._earlier.get(run, -1):
+        restarts[run] = min(restarts.get(run, r["step"]), r["step"])
+    if not restarts:
+      return
+    void = lambda r: "step" in r and r["step"] >= restarts.get(tensorboard_events.run_name(r),
+                                                                 float("inf"))
+    _atomic_write(self.path, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                     for r in self.read() if not void(r)))
+    for run, step in restarts.items():
+      self.events.purge_after({run}, step - 1)
+      self._earlier[run] = step - 1
 
   def rewind(self, phases: Sequence[str], after_step: int, only=lambda record: True) -> int:
     """Drops the records of `phases` (those `only` accepts) past `after_step` (a run resumed
