@@ -11,6 +11,7 @@ regress on targets divided by each sample's `credit_scale` (||delta_L||, output-
 and multiply their output back: the net's output is O(1) whatever the loss's scale, and
 scaling the loss by any c leaves the learned field unchanged.
 """
+import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
@@ -72,6 +73,34 @@ def sinusoidal_embed(t_B: jax.Array, dim: int, depth: int) -> jax.Array:
   freqs = jnp.pi * jnp.linspace(0.5, depth, dim // 2)
   angles = t_B[:, None] * freqs
   return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class CreditNetConfig:
+  """What every learned credit's network is (`vector_field`, `scalar_bridge`, `dni`): built
+  once from `config.credit` by `estimators.make`, with each estimator's own width and floor.
+
+  `conditioning`: what `s` is; `normalization`, `scale_floor`: the per-sample scale
+  (`credit_scale`); `learn_terminal`: learn a_L too (else a_L = delta_L); the rest: `CreditNet`.
+  """
+  hidden: Sequence[int] = (256, 256)
+  time_dim: int = 16
+  embedding: str = "learned"
+  conditioning: str = "label_delta_L"
+  normalization: str = "delta_L"
+  scale_floor: float = 0.0
+  output_init: float = 0.0
+  learn_terminal: bool = False
+  stream_scale: bool = False
+
+  def network(self, out_dim: int, depth: int) -> "CreditNet":
+    return CreditNet(hidden=tuple(self.hidden), out_dim=out_dim, depth=depth,
+                     time_dim=self.time_dim, embedding=self.embedding,
+                     output_init=self.output_init, stream_scale=self.stream_scale)
+
+  def scale(self, acts: student_lib.Activations) -> jax.Array:
+    """Each sample's scale (B, 1): targets are divided by it, outputs multiplied back."""
+    return credit_scale(self.normalization, acts.delta_L, self.scale_floor)
 
 
 class CreditNet(nn.Module):

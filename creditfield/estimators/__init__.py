@@ -5,11 +5,12 @@ backprop control (`BACKPROP`) is returned as a guarded view, its `init`, `credit
 traced inside `guard.enforced()`, where every hidden block refuses reverse-mode AD through its
 input and its parameters whatever spec the estimator holds (guard.py).
 """
+from creditfield import credit_net
 from creditfield import guard
 from creditfield.estimators.base import CreditEstimator
 from creditfield.estimators.baselines import (dfa, dial_params, forward_gradient, identity,
                                               oracle, oracle_dial, zero)
-from creditfield.estimators.feedback import DniConfig, dni, fa
+from creditfield.estimators.feedback import dni, fa
 from creditfield.estimators.options import CORRECTIONS, RADIAL, SIZES, with_options
 from creditfield.estimators.scalar_bridge import ScalarBridgeConfig, scalar_bridge
 from creditfield.estimators.vector_field import REGRESSIONS, VectorFieldConfig, vector_field
@@ -72,27 +73,27 @@ def _build(name, spec, c, m: int) -> CreditEstimator:
     return simple[name](spec)
   if name == "forward_gradient":
     return forward_gradient(spec, m, c.directions, c.forward_gradient.targets, c.fd_eps)
-  shared = dict(hidden=None, time_dim=c.time_dim, embedding=c.embedding,
-                normalization=c.normalization, output_init=c.output_init)
+  def net(hidden, **own) -> credit_net.CreditNetConfig:  # what the learned credits share
+    return credit_net.CreditNetConfig(**dict(dict(
+        hidden=tuple(hidden), time_dim=c.time_dim, embedding=c.embedding,
+        conditioning=c.conditioning, normalization=c.normalization, output_init=c.output_init,
+        learn_terminal=c.learn_terminal, stream_scale=c.stream_scale), **own))
   if name == "dni":
-    return dni(spec, DniConfig(**dict(shared, hidden=tuple(c.dni.hidden),
-                                      conditioning=c.dni.conditioning,
-                                      scale_floor=c.dni.scale_floor,
-                                      stream_scale=c.stream_scale)))
-  shared.update(conditioning=c.conditioning, learn_terminal=c.learn_terminal)
+    return dni(spec, net(c.dni.hidden, conditioning=c.dni.conditioning,
+                         scale_floor=c.dni.scale_floor, learn_terminal=False))
   if name == "vector_field":
     v = c.vector_field
-    return vector_field(spec, VectorFieldConfig(**dict(
-        shared, hidden=tuple(v.hidden), num_directions=m, directions=c.directions,
+    return vector_field(spec, VectorFieldConfig(
+        net(v.hidden, scale_floor=v.scale_floor), num_directions=m, directions=c.directions,
         targets=c.targets, eps=c.fd_eps, regression=v.regression, beta=v.beta,
-        smoothness=v.smoothness, contrastive=v.contrastive,
-        contrastive_tau=v.contrastive_tau, residual=v.residual, scale_floor=v.scale_floor,
-        stream_scale=c.stream_scale)))
+        smoothness=v.smoothness, contrastive=v.contrastive, contrastive_tau=v.contrastive_tau,
+        residual=v.residual))
   if name == "scalar_bridge":
     s = c.scalar_bridge
-    return scalar_bridge(spec, ScalarBridgeConfig(**dict(
-        shared, hidden=tuple(s.hidden), num_noise=s.num_noise, tau=s.tau, sigma=s.sigma,
-        bridge_weight=s.bridge_weight, value_weight=s.value_weight,
-        gradient_weight=s.gradient_weight, scale_floor=s.scale_floor)))
+    # The bridge's value net sees LN(h) only: stream_scale is for the vector nets.
+    return scalar_bridge(spec, ScalarBridgeConfig(
+        net(s.hidden, scale_floor=s.scale_floor, stream_scale=False), num_noise=s.num_noise,
+        tau=s.tau, sigma=s.sigma, bridge_weight=s.bridge_weight, value_weight=s.value_weight,
+        gradient_weight=s.gradient_weight))
   parse_names(name)  # raises with the list of valid names
   raise AssertionError(name)

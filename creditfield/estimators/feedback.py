@@ -14,9 +14,6 @@ field), regressed on delta_L at layer L and, below, on the bootstrapped target
     a*_l = J_l^T a_{l+1} = a_{l+1} + vjp(F_l, h_l)(a_{l+1}),   a_L = delta_L,
 a one-block backward pass (through block l alone) of its own prediction at l + 1.
 """
-import dataclasses
-from typing import Sequence
-
 import jax
 import jax.numpy as jnp
 
@@ -64,18 +61,6 @@ def fa(spec: student_lib.StudentSpec) -> base.CreditEstimator:
   return base.CreditEstimator("fa", spec, init, credit)
 
 
-@dataclasses.dataclass(frozen=True)
-class DniConfig:
-  hidden: Sequence[int] = (256, 256)
-  time_dim: int = 16
-  embedding: str = "learned"
-  conditioning: str = "label"
-  normalization: str = "delta_L"
-  scale_floor: float = 0.0
-  output_init: float = 0.0
-  stream_scale: bool = False
-
-
 def block_vjps(student_params, hs_LxBxD, cotangents_LxBxD) -> jax.Array:
   """vjp(F_l, h_l)(c_l) for every block l at once: (L, B, D). One block each, never a chain."""
   def one(block_params, h, c):
@@ -83,16 +68,14 @@ def block_vjps(student_params, hs_LxBxD, cotangents_LxBxD) -> jax.Array:
   return jax.vmap(one)(student_params["blocks"], hs_LxBxD, cotangents_LxBxD)
 
 
-def dni(spec: student_lib.StudentSpec, cfg: DniConfig) -> base.CreditEstimator:
+def dni(spec: student_lib.StudentSpec, cfg: credit_net.CreditNetConfig) -> base.CreditEstimator:
   spec = spec.with_guard(False)
   depth = spec.depth
-  net = credit_net.CreditNet(hidden=tuple(cfg.hidden), out_dim=spec.width, depth=depth,
-                             time_dim=cfg.time_dim, embedding=cfg.embedding,
-                             output_init=cfg.output_init, stream_scale=cfg.stream_scale)
+  net = cfg.network(spec.width, depth)
 
   def predict(phi, acts):
     """(a_phi in units of n over layers 0..L, n of shape (B, 1))."""
-    scale = credit_net.credit_scale(cfg.normalization, acts.delta_L, cfg.scale_floor)
+    scale = cfg.scale(acts)
     s = credit_net.conditioning(cfg.conditioning, acts, spec)
     return credit_net.apply_over_layers(net, phi, acts.hs, credit_net.layer_times(depth), s), scale
 

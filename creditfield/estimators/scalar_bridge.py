@@ -25,20 +25,13 @@ from creditfield.estimators import base
 
 @dataclasses.dataclass(frozen=True)
 class ScalarBridgeConfig:
-  hidden: Sequence[int] = (256, 256)
-  time_dim: int = 16
-  embedding: str = "learned"
-  conditioning: str = "label_delta_L"
+  net: credit_net.CreditNetConfig = credit_net.CreditNetConfig(scale_floor=0.1)
   num_noise: int = 4
   tau: float = 0.1
   sigma: float = 0.1
   bridge_weight: float = 1.0
   value_weight: float = 1.0
   gradient_weight: float = 1.0
-  normalization: str = "delta_L"
-  scale_floor: float = 0.1
-  output_init: float = 0.0
-  learn_terminal: bool = False
 
 
 def softmin(u_KxB: jax.Array, tau: float) -> jax.Array:
@@ -49,9 +42,7 @@ def softmin(u_KxB: jax.Array, tau: float) -> jax.Array:
 def scalar_bridge(spec: student_lib.StudentSpec, cfg: ScalarBridgeConfig) -> base.CreditEstimator:
   spec = spec.with_guard(True)
   depth = spec.depth
-  net = credit_net.CreditNet(hidden=tuple(cfg.hidden), out_dim=1, depth=depth,
-                             time_dim=cfg.time_dim, embedding=cfg.embedding,
-                             output_init=cfg.output_init)
+  net = cfg.net.network(1, depth)
 
   def values(phi, hs_SxBxD, t_S, s):
     return credit_net.apply_over_layers(net, phi, hs_SxBxD, t_S, s)[..., 0]
@@ -64,20 +55,19 @@ def scalar_bridge(spec: student_lib.StudentSpec, cfg: ScalarBridgeConfig) -> bas
     (_, v), grad = jax.value_and_grad(summed, has_aux=True)(hs_SxBxD)
     return v, grad
 
-  def scale_of(acts):
-    return credit_net.credit_scale(cfg.normalization, acts.delta_L, cfg.scale_floor)
+  scale_of = cfg.net.scale
 
-  init = credit_net.initializer(net, cfg.conditioning, spec)
+  init = credit_net.initializer(net, cfg.net.conditioning, spec)
 
   def credit(phi, student_params, acts, key):
     del student_params, key
-    s = credit_net.conditioning(cfg.conditioning, acts, spec)
+    s = credit_net.conditioning(cfg.net.conditioning, acts, spec)
     a = value_and_credit(phi, acts.hs, credit_net.layer_times(depth), s)[1] * scale_of(acts)
-    return a if cfg.learn_terminal else a.at[depth].set(acts.delta_L)
+    return a if cfg.net.learn_terminal else a.at[depth].set(acts.delta_L)
 
   def loss(phi, ema_phi, student_params, acts, key):
     del student_params
-    s = credit_net.conditioning(cfg.conditioning, acts, spec)
+    s = credit_net.conditioning(cfg.net.conditioning, acts, spec)
     scale = scale_of(acts)
     t = credit_net.layer_times(depth)
     noise = cfg.sigma * jax.random.normal(key, (cfg.num_noise,) + acts.hs[1:].shape)

@@ -43,11 +43,8 @@ REGRESSIONS = ("forward_gradient", "directional")
 
 @dataclasses.dataclass(frozen=True)
 class VectorFieldConfig:
+  net: credit_net.CreditNetConfig = credit_net.CreditNetConfig()
   num_directions: int = 4
-  hidden: Sequence[int] = (256, 256)
-  time_dim: int = 16
-  embedding: str = "learned"
-  conditioning: str = "label_delta_L"
   directions: str = "gaussian"
   targets: str = "fd"
   eps: float = 1e-2
@@ -57,40 +54,30 @@ class VectorFieldConfig:
   contrastive: float = 0.0
   contrastive_tau: float = 0.1
   residual: bool = False
-  normalization: str = "delta_L"
-  scale_floor: float = 0.0
-  output_init: float = 0.0
-  learn_terminal: bool = False
-  stream_scale: bool = False
 
 
 def vector_field(spec: student_lib.StudentSpec, cfg: VectorFieldConfig) -> base.CreditEstimator:
   spec = spec.with_guard(True)
   depth, width = spec.depth, spec.width
-  net = credit_net.CreditNet(
-      hidden=tuple(cfg.hidden), out_dim=width + (1 if cfg.contrastive else 0), depth=depth,
-      time_dim=cfg.time_dim, embedding=cfg.embedding, output_init=cfg.output_init,
-      stream_scale=cfg.stream_scale)
-
-  def scale_of(acts):
-    return credit_net.credit_scale(cfg.normalization, acts.delta_L, cfg.scale_floor)
+  net = cfg.net.network(width + (1 if cfg.contrastive else 0), depth)
+  scale_of = cfg.net.scale
 
   def outputs(phi, hs_SxBxD, t_S, acts, scale_Bx1):
     """The field in units of the sample's scale (S, B, D), and the value output (S, B)."""
-    s = credit_net.conditioning(cfg.conditioning, acts, spec)
+    s = credit_net.conditioning(cfg.net.conditioning, acts, spec)
     out = credit_net.apply_over_layers(net, phi, hs_SxBxD, t_S, s)
     a = out[..., :width]
     if cfg.residual:
       a = a + acts.delta_L / scale_Bx1
     return a, (out[..., width] if cfg.contrastive else None)
 
-  init = credit_net.initializer(net, cfg.conditioning, spec)
+  init = credit_net.initializer(net, cfg.net.conditioning, spec)
 
   def credit(phi, student_params, acts, key):
     del student_params, key
     scale = scale_of(acts)
     a = outputs(phi, acts.hs, credit_net.layer_times(depth), acts, scale)[0] * scale
-    return a if cfg.learn_terminal else a.at[depth].set(acts.delta_L)
+    return a if cfg.net.learn_terminal else a.at[depth].set(acts.delta_L)
 
   def loss(phi, ema_phi, student_params, acts, key):
     scale = scale_of(acts)
@@ -136,7 +123,7 @@ def _contrastive_terms(net, cfg, spec, phi, ema_phi, acts, scale, a, values, v, 
   trains V (on the losses of the unperturbed and of the fd-perturbed passes, in units of n)."""
   depth = spec.depth
   t = credit_net.layer_times(depth)
-  s = credit_net.conditioning(cfg.conditioning, acts, spec)
+  s = credit_net.conditioning(cfg.net.conditioning, acts, spec)
   loss_n = acts.loss / scale[:, 0]
   value = jnp.square(values - loss_n).mean()
   perturbed_V = jax.vmap(lambda v_LxBxD: credit_net.apply_over_layers(
