@@ -401,3 +401,20 @@ def test_a_rerun_that_trains_again_logs_no_step_twice(tmp_path):
   twice = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   keys = [(tensorboard_events.run_name(r), r["step"]) for r in twice if "step" in r]
   assert len(keys) == len(set(keys)) and len(twice) == len(once) > 0
+
+
+def test_a_full_disk_while_checkpointing_is_one_paragraph(tmp_path, monkeypatch, capsys):
+  """Orbax raising the OS's ENOSPC mid-save (as a full disk does) ends the run with one
+  paragraph naming the checkpoint and what to do, not a traceback."""
+  import errno  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  def full(*unused_args, **unused_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+  with pytest.raises(SystemExit) as stopped:
+    run_lib.main(_config("snapshot"), str(tmp_path / "w"))
+  message = capsys.readouterr().err.split("creditfield error:")[-1].strip()
+  assert stopped.value.code == 1 and message.count("\n") == 0
+  assert "disk filled up" in message and "checkpoint step" in message and "resumes" in message

@@ -5,7 +5,9 @@ A checkpoint step holds three items: `params` and `opt_state` (StandardSave) and
 each step to a temporary directory and renames it when complete, so a step that
 was interrupted mid-write is never listed by `CheckpointManager.all_steps()`.
 """
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 from typing import Any, Optional
@@ -50,11 +52,28 @@ def manager(directory: str, max_to_keep: Optional[int] = 3) -> ocp.CheckpointMan
 
 
 def save(mngr: ocp.CheckpointManager, step: int, params, opt_state, meta: dict) -> None:
-  mngr.save(step, args=ocp.args.Composite(
-      params=ocp.args.StandardSave(params),
-      opt_state=ocp.args.StandardSave(opt_state),
-      meta=ocp.args.JsonSave(meta)), force=True)
-  mngr.wait_until_finished()
+  with _disk_full_is_a_user_error(f"step {step} under {mngr.directory}"):
+    mngr.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        opt_state=ocp.args.StandardSave(opt_state),
+        meta=ocp.args.JsonSave(meta)), force=True)
+    mngr.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _disk_full_is_a_user_error(what: str):
+  """A full disk while writing a checkpoint is one paragraph (Orbax and TensorStore wrap the
+  OS error in several types; the message says which). A half-written step is never the newest
+  intact one: a rerun resumes from the previous step (`restore_latest_intact`)."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    if getattr(e, "errno", None) != errno.ENOSPC and "No space left" not in str(e):
+      raise
+    raise errors.UserError(
+        f"The disk filled up while writing the checkpoint {what}. Free space (or choose a "
+        "--workdir on another disk) and rerun the same command: it resumes from the newest "
+        "intact checkpoint.") from None
 
 
 def _here(item_directory: str):
@@ -186,7 +205,7 @@ def load_snapshot(path: str, step: Optional[int] = None) -> Snapshot:
 
 def save_tree(directory: str, tree) -> None:
   """Saves one pytree (e.g. an estimator's parameters) atomically with Orbax."""
-  with ocp.StandardCheckpointer() as ckptr:
+  with _disk_full_is_a_user_error(directory), ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.abspath(directory), tree, force=True)
     ckptr.wait_until_finished()
 
