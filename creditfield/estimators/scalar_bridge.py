@@ -13,7 +13,6 @@ nothing differentiates through the student's hidden blocks. With `learn_terminal
 (default) the credit at layer L is delta_L itself, where it is exact.
 """
 import dataclasses
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -27,7 +27,6 @@ the fd perturbations. Options: a residual parameterisation (a = delta_L + n a_ph
 `learn_terminal=False` (default) returns delta_L itself at layer L, where it is exact.
 """
 import dataclasses
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
