@@ -101,15 +101,18 @@ def main(argv):
 def _merge_snapshots(inputs, loaded) -> None:
   """Phase 6 over snapshots: the inputs' per-seed rows (each snapshot once) summarized as one
   run over all of them would be."""
-  rows, evals = [], {}
+  rows, evals, seen = [], {}, set()
   for workdir, (config, result) in zip(inputs, loaded):
     mine = [r for r in result["rows"] if r.get("kind") is None and r["seed"] != "all"]
     ids = {r["snapshot"] for r in mine}
-    if ids & set(evals):
-      raise app.UsageError(f"{workdir} holds snapshot(s) {sorted(ids & set(evals))} that another "
+    if ids & seen:
+      raise app.UsageError(f"{workdir} holds snapshot(s) {sorted(ids & seen)} that another "
                            "input holds too: each snapshot once.")
+    seen |= ids
     snapshot_eval = result["meta"].get("snapshot_eval", {})
-    evals.update(snapshot_eval if len(ids) > 1 else {ids.pop(): snapshot_eval})
+    # A run of several snapshots keys its evaluations by snapshot (strings in JSON).
+    evals.update({int(k): v for k, v in snapshot_eval.items()} if len(ids) > 1
+                 else {next(iter(ids)): snapshot_eval})
     rows += mine
   config = ml_collections.ConfigDict(loaded[0][0])
   meta = dict(loaded[0][1]["meta"], snapshot_eval=evals,
@@ -118,7 +121,7 @@ def _merge_snapshots(inputs, loaded) -> None:
               wall_seconds=[r["meta"].get("wall_seconds") for _, r in loaded])
   os.makedirs(_OUT.value, exist_ok=True)
   phase6.write_outputs(_OUT.value, rows, config, meta)
-  print(f"Merged {len(rows)} rows of snapshots {sorted(evals)} into {_OUT.value}.")
+  print(f"Merged {len(rows)} rows of snapshots {sorted(seen)} into {_OUT.value}.")
 
 
 if __name__ == "__main__":

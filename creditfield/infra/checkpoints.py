@@ -161,6 +161,11 @@ def restore_latest_intact(mngr, params_like, opt_state_like):
                       "--workdir.")
 
 
+def snapshot_paths(setting: str) -> list[str]:
+  """The snapshots `config.snapshot.path` names (comma-separated; empty: none)."""
+  return [p.strip() for p in setting.split(",") if p.strip()]
+
+
 def check_data(stored: Optional[str], current: str, where: str, allow_other: bool) -> None:
   """Refuses a snapshot or checkpoint made on other data than the run's (by fingerprint)."""
   if stored is None or stored == current or allow_other:

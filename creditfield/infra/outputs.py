@@ -12,6 +12,7 @@ import subprocess
 import time
 from typing import Iterable, Sequence
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -144,24 +145,10 @@ class MetricsWriter:
     _atomic_write(self.path, "".join(json.dumps(r, sort_keys=True) + "\n"
                                      for r in self.read() if not void(r)))
     for run, step in restarts.items():
+      logging.info("%s starts again at step %d: dropped what an earlier process logged for it "
+                   "from there.", run, step)
       self.events.purge_after({run}, step - 1)
       self._earlier[run] = step - 1
-
-  def rewind(self, phases: Sequence[str], after_step: int, only=lambda record: True) -> int:
-    """Drops the records of `phases` (those `only` accepts) past `after_step` (a run resumed
-    from a checkpoint at that step writes them again): rewrites metrics.jsonl, and tells
-    TensorBoard to purge those steps of their runs (a SessionLog.START event at after_step + 1).
-    Returns how many were dropped."""
-    if not distributed.is_writer():
-      return 0
-    records = self.read()
-    late = lambda r: r.get("phase") in phases and r.get("step", -1) > after_step and only(r)
-    dropped = [r for r in records if late(r)]
-    if dropped:
-      _atomic_write(self.path, "".join(json.dumps(r, sort_keys=True) + "\n"
-                                       for r in records if not late(r)))
-      self.events.purge_after({tensorboard_events.run_name(r) for r in dropped}, after_step)
-    return len(dropped)
 
   def close(self) -> None:
     self.events.close()

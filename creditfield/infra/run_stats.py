@@ -29,33 +29,25 @@ COMPILE_EVENTS = (
 FILENAME = "run_stats.json"
 
 _lock = threading.Lock()
-_compile_seconds = 0.0
 _by_program: dict[str, float] = {}
 _registered = False
 
 
 def _listen(event: str, duration: float, fun_name: str = "?", **unused_kwargs) -> None:
-  global _compile_seconds
   if event in COMPILE_EVENTS:
     with _lock:
-      _compile_seconds += duration
       _by_program[fun_name] = _by_program.get(fun_name, 0.0) + duration
 
 
-def compile_seconds() -> float:
-  """Seconds of compile events recorded in this process so far."""
+def compile_seconds_by_program() -> dict[str, float]:
+  """Seconds of compile events recorded in this process so far, per jitted function name."""
   global _registered
   if not _registered:  # once per process: listeners cannot be told apart to remove one
     monitoring.register_event_duration_secs_listener(_listen)
     _registered = True
-  return _compile_seconds
-
-
-def compile_seconds_by_program() -> dict[str, float]:
-  """Seconds of compile events so far per jitted function name."""
-  compile_seconds()  # registers the listener
   with _lock:
     return dict(_by_program)
+
 
 
 def peak_memory_mb() -> float | None:
@@ -70,7 +62,6 @@ class Meter:
   """Measures one run: start it before the study, `stats()` after."""
 
   def __init__(self):
-    self._compile0 = compile_seconds()
     self._by_program0 = compile_seconds_by_program()
     self._wall = outputs.Stopwatch()
 
@@ -80,7 +71,7 @@ class Meter:
     return {
         "study": experiment,
         "wall_s": self._wall.seconds(),
-        "compile_s": compile_seconds() - self._compile0,
+        "compile_s": sum(by_program.values()),
         "compile_seconds_by_program": dict(sorted(
             ((k, round(v, 3)) for k, v in by_program.items() if v > 0), key=lambda kv: -kv[1])),
         "peak_memory_mb": peak_memory_mb(),

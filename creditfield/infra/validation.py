@@ -9,6 +9,7 @@ from creditfield import optimizers
 from creditfield import perturb
 from creditfield import rules
 from creditfield import sampling
+from creditfield.infra import checkpoints
 from creditfield.infra import errors
 
 
@@ -174,7 +175,7 @@ def _check_snapshots(config) -> None:
            f"config.snapshot.seeds must be integers in [0, 2^31), got {seeds}.")
   _require(len(set(seeds)) == len(seeds),
            f"config.snapshot.seeds={seeds} names a snapshot twice; its rows would count twice.")
-  paths = [p.strip() for p in s.path.split(",") if p.strip()]
+  paths = checkpoints.snapshot_paths(s.path)
   _require(not (paths and seeds),
            f"config.snapshot.path={s.path!r} restores snapshots and config.snapshot.seeds={seeds} "
            "trains them: set one of the two.")

@@ -53,14 +53,10 @@ def snapshot_ids(config) -> list[int]:
   """The study's snapshots: one per path of `snapshot.path` (comma-separated; a restored one is
   then named by the seed it recorded), else one per seed of `snapshot.seeds`, else the one
   trained from `config.seed`."""
-  paths = snapshot_paths(config)
+  paths = checkpoints.snapshot_paths(config.snapshot.path)
   if paths:
     return list(range(len(paths)))
   return [int(s) for s in config.snapshot.seeds] or [config.seed]
-
-
-def snapshot_paths(config) -> list[str]:
-  return [p.strip() for p in config.snapshot.path.split(",") if p.strip()]
 
 
 def snapshots(run: Run):
@@ -71,7 +67,7 @@ def snapshots(run: Run):
   several; the data is the same for all (it comes from `config.seed`), so they differ only by
   their training's randomness.
   """
-  paths = snapshot_paths(run.config)
+  paths = checkpoints.snapshot_paths(run.config.snapshot.path)
   several = len(snapshot_ids(run.config)) > 1
   seen = {}
   for index, snapshot_id in enumerate(snapshot_ids(run.config)):
@@ -117,14 +113,9 @@ def _trained(run: Run, seed: int, directory: str, tagged: bool):
   """Trains (or resumes) snapshot `seed` by backprop under directory/checkpoints; with
   `tagged`, its metrics records carry `snapshot: seed` (several snapshots share one file)."""
   cfg = run.config.snapshot
+  # What a stopped run logged past its checkpoint is dropped by the metrics writer when the
+  # resumed run logs those steps again.
   mngr = checkpoints.manager(os.path.join(directory, "checkpoints"))
-  phases = ("snapshot_train", "snapshot_eval")
-  mine = (lambda rec: rec.get("snapshot") == seed) if tagged else (lambda rec: True)
-
-  def on_resume(step):  # what a stopped run logged past its checkpoint is void
-    dropped = run.metrics.rewind(phases, step, only=mine)
-    if dropped:
-      logging.info("Resuming from step %d: dropped %d records logged after it.", step, dropped)
 
   def on_metrics(records):
     run.metrics([dict(rec, snapshot=seed) for rec in records] if tagged else records)
@@ -134,7 +125,7 @@ def _trained(run: Run, seed: int, directory: str, tagged: bool):
   try:
     params, _, final = bp_training.train(
         run.spec, run.dataset, cfg, rng.stream(seed, "snapshot"), mngr=mngr, meta=meta,
-        on_metrics=on_metrics, skip_nonfinite=run.config.skip_nonfinite, on_resume=on_resume)
+        on_metrics=on_metrics, skip_nonfinite=run.config.skip_nonfinite)
   finally:
     mngr.close()
   logging.info("Snapshot %d: %s", seed, final)

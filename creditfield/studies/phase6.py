@@ -1,4 +1,4 @@
-"""Phase 6A (phase6: credits x k) and 6C (rule swap: credits x rules x lr x seeds).
+"""Phase 6A (exploitability: credits x k) and 6C (rule swap: credits x rules x lr x seeds).
 
 Protocol (DESIGN.md §5): a BP snapshot (restored from `config.snapshot.path`, or
 trained and saved here); every learned estimator trained against the frozen snapshot, all
@@ -96,28 +96,20 @@ def report_markdown(final: list[dict], correlations: list[dict], experiment: str
             [r for r in final if r["rule_eta"] == rule_eta], "credit_point", "lr", value,
             column_label=lambda lr: f"lr={lr:g}", cell=outputs.interval_cell)]
   headline = [c for c in correlations if c["snapshot"] == final[0].get("snapshot")]
-  if headline and over_snapshots:
+  if headline:
+    spread = (": mean over snapshots, 95% t-interval over snapshots, on how many snapshots its "
+              "sign holds" if over_snapshots else ", with a 95% bootstrap interval over seeds")
+    holds = " sign holds |" if over_snapshots else ""
     parts += ["", f"Spearman's rho of delta loss (k={k}) with hidden-layer Gamma, over the dial's "
-              "points and over the other credits: mean over snapshots, 95% t-interval over "
-              "snapshots, on how many snapshots its sign holds (negative: better credit, larger "
+              f"points and over the other credits{spread} (negative: better credit, larger "
               "decrease):", "",
-              "| rule | lr | delta | over | rho | interval | sign holds | points | seeds |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              f"| rule | lr | delta | over | rho | interval |{holds} points | seeds |",
+              "|" + "---|" * (9 if over_snapshots else 8)]
     for c in headline:
+      holds = f" {c['sign_holds']}/{c['num_snapshots']} |" if over_snapshots else ""
       parts.append(f"| {common.rule_label(c)} | {c['lr']:g} | {c['delta']} | {c['over']} | "
-                   f"{c['spearman']:.2f} | {_interval(c)} | "
-                   f"{c['sign_holds']}/{c['num_snapshots']} | {c['num_points']} | "
+                   f"{c['spearman']:.2f} | {_interval(c)} |{holds} {c['num_points']} | "
                    f"{c['num_seeds']} |")
-  elif headline:
-    parts += ["", f"Spearman's rho of delta loss (k={k}) with hidden-layer Gamma, over the dial's "
-              "points and over the other credits, with a 95% bootstrap interval over seeds "
-              "(negative: better credit, larger decrease):", "",
-              "| rule | lr | delta | over | rho | interval | points | seeds |",
-              "|---|---|---|---|---|---|---|---|"]
-    for c in headline:
-      parts.append(f"| {common.rule_label(c)} | {c['lr']:g} | {c['delta']} | {c['over']} | "
-                   f"{c['spearman']:.2f} | {_interval(c)} | "
-                   f"{c['num_points']} | {c['num_seeds']} |")
   return "\n".join(parts) + "\n"
 
 
