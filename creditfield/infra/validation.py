@@ -85,6 +85,18 @@ def validate(config) -> None:
   _one_of(c.radial, estimators.RADIAL, "credit.radial")
   _one_of(c.size, estimators.SIZES, "credit.size")
   _one_of(c.correction, estimators.CORRECTIONS, "credit.correction")
+  _one_of(c.correction_directions, perturb.DIRECTIONS, "credit.correction_directions")
+  _one_of(c.correction_layers, estimators.CORRECTION_LAYERS, "credit.correction_layers")
+  _one_of(c.block_credit, estimators.BLOCK_CREDITS, "credit.block_credit")
+  _require(c.correction_M >= 0, f"config.credit.correction_M must be >= 0 (0: the credit's M), "
+                                f"got {c.correction_M}.")
+  width = config.student.width
+  for key, kind, ms in (("directions", c.directions, (c.M,) + tuple(c.M_values)),
+                        ("correction_directions", c.correction_directions,
+                         (c.correction_M or c.M,))):
+    _require(kind != "orthogonal" or max(ms) <= width,
+             f"config.credit.{key}=orthogonal takes at most config.student.width={width} "
+             f"directions, got {max(ms)}.")
   for key in ("vector_field", "scalar_bridge", "dni"):
     hidden = tuple(c[key].hidden)
     _require(len(hidden) >= 1 and all(int(w) >= 1 for w in hidden),

@@ -151,12 +151,22 @@ def credit_label(row: dict) -> str:
   if row.get("dial_gamma") is not None:
     label = f"{name} γ={row['dial_gamma']:g}"
   # Credit options and a frozen embedding, where they differ from the defaults.
-  label += "".join([" fg-corrected" if row.get("correction") == "forward_gradient" else "",
+  label += "".join([_correction_label(row) if row.get("correction") == "forward_gradient" else "",
+                    " blocks delta_L" if row.get("block_credit") == "delta_L" else "",
                     " radial removed" if row.get("radial") == "remove" else "",
                     " radial+mean removed" if row.get("radial") == "remove_with_mean" else "",
                     " projected" if row.get("size") == "projected" else "",
                     " embed frozen" if row.get("update_embed") is False else ""])
   return f"{label} (control)" if name in estimators.CONTROLS else label
+
+
+def _correction_label(row: dict) -> str:
+  """' fg-corrected' with the correction's M, directions and layers where the row has them."""
+  details = [f"M={row['correction_M']}" if row.get("correction_M") else "",
+             row.get("correction_directions") or "",
+             "a_0 only" if row.get("correction_layers") == "embedding" else ""]
+  details = [d for d in details if d and d != "gaussian"]
+  return " fg-corrected" + (f" ({', '.join(details)})" if details else "")
 
 
 def rule_label(row: dict) -> str:

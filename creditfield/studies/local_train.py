@@ -34,12 +34,14 @@ from creditfield.infra import outputs
 from creditfield.infra import plots
 from creditfield.studies import common
 
-TABLE = ("credit", "M", "correction", "radial", "size", "update_embed", "rule", "eta",
+OPTIONS = ("correction", "correction_M", "correction_directions", "correction_layers", "radial",
+           "size", "block_credit")
+TABLE = ("credit", "M", *OPTIONS, "update_embed", "rule", "eta",
          "test_accuracy", "test_loss", "best_test_accuracy", "gamma", "update_alignment",
          "update_alignment_embed", "norm_ratio", "stream_norm", "radial_fraction", "ms_per_update",
          "forward_equivalents")
 # A row's identity: the credit with its options, the rule, the run length.
-GROUP = ("credit", "M", "correction", "radial", "size", "update_embed", "rule", "eta", "steps")
+GROUP = ("credit", "M", *OPTIONS, "update_embed", "rule", "eta", "steps")
 LOCAL_EVAL = "local_eval"  # the phase of an evaluation record in metrics.jsonl
 FINAL_METRICS = ("test_accuracy", "test_loss", "best_test_accuracy", "gamma",
                  *update_diagnostics.HEADLINES, "ms_per_update", "train_seconds",
@@ -52,6 +54,15 @@ PREDICTORS = ("gamma", "update_alignment", "update_alignment_embed", "norm_ratio
 
 def _headline(task: str) -> str:
   return "test_accuracy" if task == "classification" else "test_loss"
+
+
+def option_tags(credit_config) -> dict:
+  """The credit options a row carries (the correction's settings only where it is on)."""
+  options = estimators.options_of(credit_config, credit_config.M)
+  tags = {k: getattr(options, k) for k in OPTIONS}
+  if options.correction == "none":
+    tags.update(correction_M=None, correction_directions=None, correction_layers=None)
+  return tags
 
 
 def update_cost(step_fn, state, data, spec, params, x) -> dict:
@@ -129,32 +140,39 @@ def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, 
             **{f"test_{k}": v for k, v in ev.items()},
             **{f"gamma_l{l}": float(g) for l, g in enumerate(gamma)}, **updates,
             **{k: float(np.mean(v)) for k, v in seed_metrics.items() if k != "loss"}))
+        # Logged as soon as its training seconds are known (the first record waits for the
+        # second chunk), so a run stopped mid-way keeps its curve so far.
+        if len(curves[i]) >= 2 or step >= cfg.steps:
+          pending = [c for c in curves[i] if "train_seconds" not in c]
+          for c, t in zip(curves[i], train_seconds(chunk_seconds[i])):
+            c["train_seconds"] = t
+          r.metrics(pending)
       clock["last"] = time.perf_counter()
 
     training_loop.run(fn, group_state, group_data, start=0, num_steps=cfg.steps,
                       chunk_size=cfg.eval_every, on_chunk=on_chunk,
                       what=f"local {est.name} {rule} seeds {[seeds[i] for i in members]}")
-  finals = [_final_row(cfg, tags[i], curves[i], chunk_seconds[i], r.spec.task)
+  finals = [_final_row(cfg, tags[i], curves[i], r.spec.task)
             for i in range(len(seeds))]
-  records = [record for curve in curves for record in curve]
-  r.metrics(records)
-  return finals, records
+  return finals, [record for curve in curves for record in curve]
 
 
-def _final_row(cfg, tags, curve, chunk_seconds, task) -> dict:
-  """A seed's final row; adds `train_seconds` to its curve. Wall time of training alone:
-  evaluation is excluded, and the first chunk, which also compiles when a credit runs for the
-  first time, counts as a typical chunk."""
-  typical = float(np.median(chunk_seconds[1:])) if len(chunk_seconds) > 1 else chunk_seconds[0]
-  seconds = np.cumsum([min(chunk_seconds[0], typical)] + chunk_seconds[1:])
-  for record, t in zip(curve, seconds):
-    record["train_seconds"] = float(t)
+def train_seconds(chunk_seconds: list[float]) -> list[float]:
+  """Training wall time at the end of each chunk: evaluation excluded, and the first chunk,
+  which also compiles when a credit runs for the first time, counted as at most the second."""
+  first = min(chunk_seconds[0], chunk_seconds[1]) if len(chunk_seconds) > 1 else chunk_seconds[0]
+  return [float(t) for t in np.cumsum([first] + chunk_seconds[1:])]
+
+
+def _final_row(cfg, tags, curve, task) -> dict:
+  """A seed's final row, from its curve (which carries `train_seconds`)."""
+  seconds = curve[-1]["train_seconds"]
   metric = _headline(task)
   last = curve[-1]
   diagnostics_at_end = {k: v for k, v in last.items()
                         if k.startswith(update_diagnostics.PER_LAYER + ("gamma_l",))}
   final = dict(tags, test_loss=last["test_loss"], gamma=last["gamma"], **diagnostics_at_end,
-               train_seconds=float(seconds[-1]), ms_per_update=1e3 * float(seconds[-1]) / cfg.steps)
+               train_seconds=seconds, ms_per_update=1e3 * seconds / cfg.steps)
   if metric == "test_accuracy":
     best = max(c[metric] for c in curve)
     final.update(test_accuracy=curve[-1]["test_accuracy"], best_test_accuracy=best)
@@ -282,9 +300,7 @@ def run(config, workdir: str) -> dict:
     for rule in rule_list:
       eta = float(cfg.eta) if rule in rules_lib.USES_ETA else None
       tags = [dict(credit=name, rule=rule, eta=eta, seed=seed, steps=cfg.steps,
-                   correction=config.credit.correction, radial=config.credit.radial,
-                   size=config.credit.size,
-                   update_embed=bool(cfg.update_embed),
+                   **option_tags(config.credit), update_embed=bool(cfg.update_embed),
                    **({"M": config.credit.M} if name in estimators.USES_M else {}))
               for seed in seeds]
       finals, curve = train_seeds(r, est, state, step_fn, rule, eta, seeds, projections,
