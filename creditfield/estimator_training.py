@@ -5,6 +5,8 @@ parameters, `rng.step_key(key, step)` -> `batch`, `augment`, `loss` each trainin
 the studies evaluate with the stream's `eval` leaf, which no training step uses.
 """
 import functools
+import os
+import time
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import flax
@@ -18,6 +20,7 @@ from creditfield import sampling
 from creditfield import seeds as seeds_lib
 from creditfield import training_loop
 from creditfield.estimators import base
+from creditfield.infra import resumable
 
 
 class StepData(NamedTuple):
@@ -119,13 +122,14 @@ def train_seeds(estimator: base.CreditEstimator, student_params, x_train, y_trai
                 on_metrics: Optional[Callable[[list], None]] = None,
                 skip_nonfinite: bool = False, image_shape=None,
                 monitors: Optional[Sequence[Callable[[dict], dict]]] = None,
-                student_per_seed: bool = False):
+                student_per_seed: bool = False, resume_dir: Optional[str] = None):
   """`train` for every seed's key (stacked, (S, ...)); returns the seeds' parameters stacked.
 
   `vmapped`: all seeds in one compiled program (each with its own init, batches and
   stream, as `train` with that key); False trains them one after another (less memory).
   `tags[s]` and `monitors[s]` are seed s's row tags and monitor. `student_per_seed`: the
   student's parameters are stacked too (each seed's estimator learns its own student).
+  `resume_dir`: where the training saves its state to resume from (`resumable`).
   """
   num_seeds = len(tags)
   monitors = monitors or [None] * num_seeds
@@ -135,7 +139,8 @@ def train_seeds(estimator: base.CreditEstimator, student_params, x_train, y_trai
     return seeds_lib.stack([
         train(estimator, student_of(s), x_train, y_train, cfg, keys[s],
               on_metrics=on_metrics, skip_nonfinite=skip_nonfinite, image_shape=image_shape,
-              monitor=monitors[s], **tags[s]) for s in range(num_seeds)])
+              monitor=monitors[s], resume_dir=resume_dir and os.path.join(resume_dir, f"seed{s}"),
+              **tags[s]) for s in range(num_seeds)])
   phi = jax.vmap(lambda k, p: initial_params(estimator, k, p, x_train, y_train, cfg.batch_size),
                  in_axes=(0, 0 if student_per_seed else None))(keys, student_params)
   if not estimator.learned or cfg.steps == 0:
@@ -150,7 +155,8 @@ def train_seeds(estimator: base.CreditEstimator, student_params, x_train, y_trai
 
   return _fit(step_fn, jax.vmap(lambda p: init_state(cfg, p))(phi),
               StepData(student_params, x_train, y_train, keys), cfg, records, on_metrics,
-              f"estimator {estimator.name} ({num_seeds} seeds)")
+              f"estimator {estimator.name} ({num_seeds} seeds)",
+              resume_dir and resumable.Unit(resume_dir))
 
 
 def _records(first_step, metrics, phi, monitor, tags) -> list[dict]:
@@ -161,27 +167,48 @@ def _records(first_step, metrics, phi, monitor, tags) -> list[dict]:
   return out
 
 
-def _fit(step_fn, state, data, cfg, records, on_metrics, what):
-  """Runs `cfg.steps` steps; `records(first_step, metrics, credit_params)` feeds on_metrics."""
+SAVE_SECONDS = 60.0  # with a resumable unit: the state is saved at most this often (and on stop)
+
+
+def _fit(step_fn, state, data, cfg, records, on_metrics, what, unit=None):
+  """Runs `cfg.steps` steps; `records(first_step, metrics, credit_params)` feeds on_metrics.
+  With `unit` (a `resumable.Unit`) it resumes from the unit's saved state and saves it every
+  `SAVE_SECONDS` and on SIGTERM/SIGINT."""
+  start, last_save = 0, [time.perf_counter()]
+  if unit is not None:
+    start, resumed, _ = unit.resume(state)
+    state = state if resumed is None else resumed
+
   def on_chunk(first_step, metrics, state):
     if on_metrics is not None:
       on_metrics(records(first_step, metrics, credit_params(state, cfg)))
+    step = first_step + len(metrics["steps_per_second"])
+    if unit is not None and step < cfg.steps and time.perf_counter() - last_save[0] > SAVE_SECONDS:
+      unit.save(step, state, None)
+      last_save[0] = time.perf_counter()
 
-  state = training_loop.run(step_fn, state, data, start=0, num_steps=cfg.steps,
+  def on_stop(step, state):
+    return "" if unit is None else unit.save(step, state, None)
+
+  state = training_loop.run(step_fn, state, data, start=start, num_steps=cfg.steps,
                             chunk_size=training_loop.chunk_size(cfg.steps, cfg.log_every),
-                            what=what, on_chunk=on_chunk)
+                            what=what, on_chunk=on_chunk, on_stop=on_stop)
+  if unit is not None:
+    unit.finish()
   return credit_params(state, cfg)
 
 
 def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, key,
           on_metrics: Optional[Callable[[list], None]] = None, skip_nonfinite: bool = False,
-          image_shape=None, monitor: Optional[Callable[[dict], dict]] = None, **tags):
+          image_shape=None, monitor: Optional[Callable[[dict], dict]] = None,
+          resume_dir: Optional[str] = None, **tags):
   """Trains `estimator` for `cfg.steps` steps; returns the parameters that give its credit.
 
   `key` is the estimator's stream (`rng.estimator_stream`); the run is a function of it.
   `monitor(phi) -> dict`, if given, is called every `cfg.log_every` steps on the credit's
   parameters (e.g. Gamma on train and held-out batches), and its values join the metrics.
-  A non-learned estimator returns its fixed parameters untouched.
+  A non-learned estimator returns its fixed parameters untouched. `resume_dir`: where the
+  training saves its state to resume from (`resumable`).
   """
   phi = initial_params(estimator, key, student_params, x_train, y_train, cfg.batch_size)
   if not estimator.learned or cfg.steps == 0:
@@ -189,4 +216,4 @@ def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg
   return _fit(make_train_step(estimator, cfg, image_shape, skip_nonfinite), init_state(cfg, phi),
               StepData(student_params, x_train, y_train, key), cfg,
               lambda first_step, metrics, phi: _records(first_step, metrics, phi, monitor, tags),
-              on_metrics, f"estimator {estimator.name}")
+              on_metrics, f"estimator {estimator.name}", resume_dir and resumable.Unit(resume_dir))

@@ -387,20 +387,50 @@ def test_non_finite_headline_numbers_end_the_run_with_an_error_naming_them(tmp_p
   run_module.check_headlines({"rows": rows[2:]}, str(tmp_path))  # finite: nothing to say
 
 
-def test_a_rerun_that_trains_again_logs_no_step_twice(tmp_path):
-  """Local training keeps no checkpoint: a rerun on its workdir trains again from step 0. What
-  the first run logged for those runs is void and dropped, so metrics.jsonl holds each
-  (run, step) once, exactly as many records as one run writes."""
+def _local_train_command(workdir):
+  return ["--config=configs/local_train.py:synthetic,runlocal", "--config.credit.names=identity,"
+          "vector_field", "--config.local_train.rules=inner_product",
+          "--config.local_train.steps=200", f"--workdir={workdir}"]
+
+
+def test_a_stopped_local_training_resumes_to_the_uninterrupted_result(tmp_path):
+  """Local training saves each credit x rule's state at every evaluation (so a SIGKILL loses at
+  most one evaluation interval; SIGTERM is the same plus its one line): a run stopped after
+  its first save resumes there and ends with the uninterrupted run's rows, every (run, step)
+  logged once; a finished workdir rerun trains nothing again."""
   from creditfield.infra import tensorboard_events  # pylint: disable=g-import-not-at-top
-  config = _config("local_train")
-  config.credit.names = "identity,vector_field"
-  config.local_train.rules = "inner_product"
-  run_lib.run_experiment(config, str(tmp_path))
-  once = (tmp_path / "metrics.jsonl").read_text().splitlines()
-  run_lib.run_experiment(config, str(tmp_path))
-  twice = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  keys = [(tensorboard_events.run_name(r), r["step"]) for r in twice if "step" in r]
-  assert len(keys) == len(set(keys)) and len(twice) == len(once) > 0
+  proc = _main(*_local_train_command(tmp_path / "killed"))
+  # Mid-way through the second unit, after its first save.
+  saved = tmp_path / "killed" / "local_train" / "vector_field__inner_product" / "group0"
+  deadline = time.time() + 240
+  while time.time() < deadline and not (saved / "progress.json").exists():
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=60)
+  assert not (saved / "finished.json").exists(), "stopped too late"
+  assert proc.returncode != 0 and "Traceback" not in stderr, stderr[-2000:]
+  assert "stopped by SIGTERM" in stderr and "rerun the same command to resume" in stderr
+  whole = _main(*_local_train_command(tmp_path / "whole"))
+  assert whole.wait(timeout=300) == 0, whole.stderr.read()[-2000:]
+  logs = []
+  for _ in range(2):  # the resume, then a rerun of the finished run
+    resumed = _main(*_local_train_command(tmp_path / "killed"))
+    logs.append(resumed.communicate(timeout=300)[1])
+    assert resumed.returncode == 0, logs[-1][-2000:]
+  assert "vector_field__inner_product/group0: resuming from step " in logs[0]
+  assert "local identity" not in logs[0]  # finished before the stop: not trained again
+  assert "local vector_field" not in logs[1] and "resuming" not in logs[1]
+  rows = lambda w: [r for r in json.loads((w / "results.json").read_text())["rows"]
+                    if isinstance(r.get("seed"), int)]
+  final = lambda r: (r["credit"], r["test_accuracy"], r["test_loss"], r["gamma"])
+  assert [final(r) for r in rows(tmp_path / "killed")] == [
+      final(r) for r in rows(tmp_path / "whole")]
+  logged = [json.loads(line) for line in
+            (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+  keys = [(tensorboard_events.run_name(r), r["step"]) for r in logged if "step" in r]
+  assert len(keys) == len(set(keys))
+  whole_evals = (tmp_path / "whole" / "metrics.jsonl").read_text().count('"local_eval"')
+  assert sum(r.get("phase") == "local_eval" for r in logged) == whole_evals == 20
 
 
 def test_a_full_disk_while_checkpointing_is_one_paragraph(tmp_path, monkeypatch, capsys):
@@ -418,3 +448,28 @@ def test_a_full_disk_while_checkpointing_is_one_paragraph(tmp_path, monkeypatch,
   message = capsys.readouterr().err.split("creditfield error:")[-1].strip()
   assert stopped.value.code == 1 and message.count("\n") == 0
   assert "disk filled up" in message and "checkpoint step" in message and "resumes" in message
+
+
+def test_a_stopped_estimator_training_resumes_to_the_uninterrupted_result(tmp_path, spec, params):
+  """SIGTERM during an estimator's training saves its state at the end of the running chunk;
+  the same call resumes there and returns the uninterrupted run's parameters, bit for bit."""
+  from creditfield import estimator_training  # pylint: disable=g-import-not-at-top
+  from creditfield import estimators  # pylint: disable=g-import-not-at-top
+  est = estimators.make("vector_field", spec, config_defaults.base_config().credit)
+  cfg = config_defaults.base_config().estimator
+  cfg.update(dict(steps=40, log_every=10, batch_size=16, warmup_steps=0))
+  x = jax.random.normal(jax.random.PRNGKey(1), (64, spec.in_dim))
+  y = jax.random.randint(jax.random.PRNGKey(2), (64,), 0, spec.num_outputs)
+  keys = jax.random.split(jax.random.PRNGKey(3), 2)
+  tags = [dict(seed=0), dict(seed=1)]
+  train = lambda **kw: estimator_training.train_seeds(est, params, x, y, cfg, keys, tags, **kw)
+  whole = train()
+  stop_after_first_chunk = lambda records: os.kill(os.getpid(), signal.SIGTERM)
+  with pytest.raises(training_loop.Interrupted, match="at step 10/40"):
+    train(resume_dir=str(tmp_path / "unit"), on_metrics=stop_after_first_chunk)
+  assert json.loads((tmp_path / "unit" / "progress.json").read_text())["step"] == 10
+  logged = []
+  resumed = train(resume_dir=str(tmp_path / "unit"), on_metrics=logged.extend)
+  assert min(r["step"] for r in logged) == 10  # it resumed; it did not start again
+  jax.tree.map(np.testing.assert_array_equal, resumed, whole)
+  assert not (tmp_path / "unit" / "progress.json").exists()  # cleared once finished

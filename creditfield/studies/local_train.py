@@ -32,6 +32,7 @@ from creditfield.infra import checkpoints
 from creditfield.infra import flops
 from creditfield.infra import outputs
 from creditfield.infra import plots
+from creditfield.infra import resumable
 from creditfield.studies import common
 
 OPTIONS = ("correction", "correction_M", "correction_directions", "correction_layers", "radial",
@@ -115,12 +116,26 @@ def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, 
     groups = [(step_fn, seeds_lib.pick(state, i), data._replace(key=keys[i]), [i], False)
               for i in range(len(seeds))]
   curves, chunk_seconds = [[] for _ in seeds], [[] for _ in seeds]
-  for fn, group_state, group_data, members, stacked in groups:
+  for g, (fn, group_state, group_data, members, stacked) in enumerate(groups):
+    # Saved at every evaluation and marked finished at the end: a rerun resumes here.
+    unit = resumable.Unit(os.path.join(r.workdir, "local_train", f"{est.name}__{rule}",
+                                       f"group{g}"))
+    finished = unit.finished()
+    if finished is not None:
+      for i in members:
+        curves[i] = finished["curves"][str(i)]
+      continue
+    start, resumed_state, extra = unit.resume(group_state)
+    if resumed_state is not None:
+      group_state = resumed_state
+      for i in members:
+        curves[i], chunk_seconds[i] = extra["curves"][str(i)], extra["chunk_seconds"][str(i)]
     view = (lambda tree, j: seeds_lib.pick(tree, j)) if stacked else (lambda tree, j: tree)
     clock = {"last": time.perf_counter()}
+    of_members = lambda lists, members=members: {str(i): lists[i] for i in members}
 
     def on_chunk(first_step, metrics, state, members=members, view=view, clock=clock,
-                 stacked=stacked):
+                 stacked=stacked, unit=unit, of_members=of_members):
       seconds = (time.perf_counter() - clock["last"]) / len(members)  # per seed
       step = first_step + len(metrics["loss"])
       for j, i in enumerate(members):
@@ -147,11 +162,16 @@ def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, 
           for c, t in zip(curves[i], train_seconds(chunk_seconds[i])):
             c["train_seconds"] = t
           r.metrics(pending)
+      if step < cfg.steps:
+        unit.save(step, state, dict(curves=of_members(curves),
+                                    chunk_seconds=of_members(chunk_seconds)))
       clock["last"] = time.perf_counter()
 
-    training_loop.run(fn, group_state, group_data, start=0, num_steps=cfg.steps,
+    training_loop.run(fn, group_state, group_data, start=start, num_steps=cfg.steps,
                       chunk_size=cfg.eval_every, on_chunk=on_chunk,
+                      on_stop=lambda step, state, unit=unit: unit.directory,
                       what=f"local {est.name} {rule} seeds {[seeds[i] for i in members]}")
+    unit.finish(dict(curves=of_members(curves)))
   finals = [_final_row(cfg, tags[i], curves[i], r.spec.task)
             for i in range(len(seeds))]
   return finals, [record for curve in curves for record in curve]

@@ -151,6 +151,7 @@ def trained_estimators(r, est, student_params, seeds, m: int, directory: str, ta
       [dict(credit=est.name, M=m, seed=seed, **tags) for seed in seeds],
       vmapped=r.config.vmap_seeds, on_metrics=r.metrics, skip_nonfinite=r.config.skip_nonfinite,
       image_shape=r.dataset.image_shape,
+      resume_dir=os.path.join(directory, f"{est.name}_M{m}_training"),
       monitors=[credit_quality.gamma_monitor(r, est, student_params, seed,
                                              rng.stream(keys[i], "eval"))
                 for i, seed in enumerate(seeds)])
