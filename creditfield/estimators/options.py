@@ -14,7 +14,7 @@ every credit but zero), except block_credit, which sets every credit the blocks 
   block_credit  own | delta_L
                             delta_L: the blocks' credits a_1..a_L are delta_L (identity's) and
                             only a_0, the embedding's, is the estimator's (with its options).
-The correction comes first, then removal, so `projected` sizes the direction that is kept.
+The order: block credit, correction, removal, size (so `projected` sizes the direction kept).
 """
 import dataclasses
 

@@ -3,12 +3,12 @@ record of a finished unit, so a stopped study resumes where it stopped (issue 28
 
 A unit (local training's credit x rule x seed group, an estimator's training) lives in a
 folder of its own:
-  progress.json   {"step", "state", "extra"}: the newest saved state's step and folder, and
-                  what the caller keeps with it (its curve so far)
+  progress.json   {"step", "extra"}: the newest saved state's step, and what the caller keeps
+                  with it (its curve so far); written once that state is complete
   state_<step>/   the state (Orbax); the previous one is deleted once the next is written
   finished.json   the caller's record of the finished unit; a rerun skips the unit
 Every step's randomness comes from its step number, and chunks start at multiples of the chunk
-size, so a resumed unit ends where an uninterrupted one does (tests/test_local_train.py).
+size, so a resumed unit ends where an uninterrupted one does (tests/test_reliability.py).
 """
 import json
 import os
@@ -41,7 +41,7 @@ class Unit:
     if not progress:
       return 0, None, None
     try:
-      state = checkpoints.restore_tree(progress["state"], like)
+      state = checkpoints.restore_tree(self._state_folder(progress["step"]), like)
     except Exception as e:  # pylint: disable=broad-except
       logging.warning("%s: the saved state at step %d cannot be restored (%s); this unit starts "
                       "again from step 0.", self.directory, progress["step"],
@@ -52,14 +52,17 @@ class Unit:
 
   def save(self, step: int, state, extra) -> str:
     """Saves `state` at `step` with `extra` (JSON); returns the state's folder."""
-    folder = os.path.join(self.directory, f"state_{step}")
+    folder = self._state_folder(step)
     checkpoints.save_tree(folder, state)  # every process: Orbax saves collectively
     previous = _read(self._progress_path)
     if distributed.is_writer():
-      outputs.write_text(self._progress_path, json.dumps(dict(step=step, state=folder, extra=extra)))
-      if previous and previous["state"] != folder:
-        shutil.rmtree(previous["state"], ignore_errors=True)
+      outputs.write_text(self._progress_path, json.dumps(dict(step=step, extra=extra)))
+      if previous and previous["step"] != step:
+        shutil.rmtree(self._state_folder(previous["step"]), ignore_errors=True)
     return folder
+
+  def _state_folder(self, step: int) -> str:
+    return os.path.join(self.directory, f"state_{step}")
 
   def finish(self, record=None) -> None:
     """Deletes the unit's saved states and, with a `record` (JSON), marks it finished."""
@@ -69,7 +72,7 @@ class Unit:
       outputs.write_text(self._finished_path, json.dumps(record))
     progress = _read(self._progress_path)
     if progress:
-      shutil.rmtree(progress["state"], ignore_errors=True)
+      shutil.rmtree(self._state_folder(progress["step"]), ignore_errors=True)
       os.remove(self._progress_path)
 
 
