@@ -95,6 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
   # remove (its component along the centred stream h_l) | remove_with_mean (and its mean);
   # size own | projected (an exact jvp along it); block_credit own | delta_L (the blocks get
   # identity's credit, the embedding the estimator's).
+  # The matmul precision of every no-backprop credit's estimator (its net, targets and options'
+  # jvps); "" = the run's `matmul_precision`. Below fp32 only with jvp targets: fd targets
+  # cancel (validation.py).
+  c.credit.matmul_precision = ""
   c.credit.correction = "none"
   c.credit.correction_M = 0
   c.credit.correction_directions = "gaussian"

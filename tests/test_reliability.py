@@ -229,6 +229,12 @@ def test_validation_accepts_every_shipped_config():
     ("credit.radial", "sideways", "credit.radial"),
     ("credit.size", "huge", "credit.size"),
     ("credit.correction", "magic", "credit.correction"),
+    ("credit.correction_directions", "spiral", "credit.correction_directions"),
+    ("credit.correction_layers", "some", "credit.correction_layers"),
+    ("credit.block_credit", "theirs", "credit.block_credit"),
+    ("credit.correction_M", 1000, "orthogonal takes at most"),
+    ("credit.matmul_precision", "fastest", "credit.matmul_precision"),
+    ("credit.matmul_precision", "tensorfloat32", "finite-difference targets cancel"),
     ("credit.dni.hidden", (0,), "dni.hidden"),
     ("snapshot.seeds", (0, 0), "twice"),
     ("snapshot.seeds", (-1,), "snapshot.seeds"),
@@ -242,6 +248,8 @@ def test_values_that_would_give_wrong_numbers_are_refused_before_any_work(key, v
   for part in path:
     node = node[part]
   node[leaf] = value
+  if key == "credit.correction_M":  # more orthogonal directions than the width
+    config.credit.correction_directions = "orthogonal"
   with pytest.raises(validation.ConfigError, match=match):
     validation.validate(config)
 

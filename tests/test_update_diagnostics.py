@@ -1,4 +1,6 @@
 """Update-level diagnostics, credit options, FA and the grid correlation: exact cases."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -146,6 +148,29 @@ def test_every_option_keeps_a_L_and_is_applied_by_make(spec, params, batch):
   a = jax.jit(est.credit)({}, params, acts, jax.random.PRNGKey(0))
   np.testing.assert_allclose(a[-1], g[-1], rtol=1e-6, atol=1e-8)
   np.testing.assert_allclose(options.radial_fraction(a[:-1], hs[:-1]), 0.0, atol=1e-5)
+
+
+def test_credit_matmul_precision_reaches_every_estimator_matmul_but_the_controls(spec, params,
+                                                                                batch):
+  """credit.matmul_precision=tensorfloat32 lowers the field's loss and credit (its net, its
+  jvp targets) with HIGH-precision dots where the run's HIGHEST stands otherwise; the oracle
+  keeps the run's."""
+  x, y = batch
+  c = config_defaults.base_config().credit
+  c.update(dict(matmul_precision="tensorfloat32", targets="jvp"))
+  def dots(name, fn_name):
+    est = estimators.make(name, spec, c)
+    acts = est.activations(params, x, y)
+    phi = est.init(jax.random.PRNGKey(0), params, acts)
+    fn = {"credit": lambda: jax.jit(est.credit).lower(phi, params, acts, jax.random.PRNGKey(1)),
+          "loss": lambda: jax.jit(est.loss).lower(phi, phi, params, acts,
+                                                  jax.random.PRNGKey(1))}[fn_name]
+    with jax.default_matmul_precision("highest"):
+      text = fn().as_text()
+    return set(re.findall(r"dot_general.*precision = \[(\w+), \w+\]", text))
+  assert dots("vector_field", "loss") == {"HIGH"}
+  assert dots("vector_field", "credit") == {"HIGH"}
+  assert dots("oracle", "credit") == {"HIGHEST"}
 
 
 def test_fa_with_the_transposed_weights_is_backprop(spec, params, batch):

@@ -5,6 +5,8 @@ backprop control (`BACKPROP`) is returned as a guarded view, its `init`, `credit
 traced inside `guard.enforced()`, where every hidden block refuses reverse-mode AD through its
 input and its parameters whatever spec the estimator holds (guard.py).
 """
+import jax
+
 from creditfield import credit_net
 from creditfield import guard
 from creditfield.estimators.base import CreditEstimator
@@ -50,20 +52,42 @@ def parse_names(names: str) -> tuple[str, ...]:
   return parsed
 
 
+def _traced_within(estimator: CreditEstimator, context) -> CreditEstimator:
+  """The estimator with `init`, `credit` and `loss` traced inside `context()`."""
+  def within(fn):
+    if fn is None:
+      return None
+    def wrapped(*args, **kwargs):
+      with context():
+        return fn(*args, **kwargs)
+    return wrapped
+  return estimator._replace(init=within(estimator.init), credit=within(estimator.credit),
+                            loss=within(estimator.loss))
+
+
 def guarded_view(estimator: CreditEstimator) -> CreditEstimator:
   """The estimator with its functions traced inside `guard.enforced()`."""
-  enforce = lambda fn: fn if fn is None else guard.enforce(fn)
-  return estimator._replace(init=enforce(estimator.init), credit=enforce(estimator.credit),
-                            loss=enforce(estimator.loss))
+  return _traced_within(estimator, guard.enforced)
+
+
+def at_matmul_precision(estimator: CreditEstimator, precision: str) -> CreditEstimator:
+  """The estimator's matmuls (its net, its targets, its options' jvps) at `precision`, a name
+  `jax.default_matmul_precision` takes ("" = the run's, `config.matmul_precision`)."""
+  if not precision:
+    return estimator
+  return _traced_within(estimator, lambda: jax.default_matmul_precision(precision))
 
 
 def make(name: str, spec, credit_config, num_directions=None) -> CreditEstimator:
   """Builds estimator `name` from `config.credit` (checked by validation.py), with its credit
-  options (`options_of`), guarded unless it is in BACKPROP; `num_directions` overrides M."""
+  options (`options_of`), guarded and at `credit.matmul_precision` unless it is in BACKPROP;
+  `num_directions` overrides M."""
   c = credit_config
   m = c.M if num_directions is None else num_directions
   estimator = with_options(_build(name, spec, c, m), options_of(c, m))
-  return estimator if name in BACKPROP else guarded_view(estimator)
+  if name not in BACKPROP:  # the references and controls stay at the run's precision
+    estimator = at_matmul_precision(guarded_view(estimator), c.matmul_precision)
+  return estimator
 
 
 def options_of(credit_config, num_directions: int) -> CreditOptions:

@@ -18,6 +18,10 @@ MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", 
     p.name for p in jax.lax.DotAlgorithmPreset if p.name != "DEFAULT")
 
 
+# The precisions that keep fp32 matmuls ("" = the run's).
+FP32_PRECISIONS = ("", "highest", "float32", "F32_F32_F32")
+
+
 class ConfigError(errors.UserError):
   """A config value is out of range or names something that does not exist."""
 
@@ -86,6 +90,12 @@ def validate(config) -> None:
   _one_of(c.size, estimators.SIZES, "credit.size")
   _one_of(c.correction, estimators.CORRECTIONS, "credit.correction")
   _one_of(c.correction_directions, perturb.DIRECTIONS, "credit.correction_directions")
+  _one_of(c.matmul_precision, ("",) + MATMUL_PRECISIONS, "credit.matmul_precision")
+  _require(c.matmul_precision in FP32_PRECISIONS or c.targets == "jvp"
+           or "vector_field" not in names,
+           f"config.credit.matmul_precision={c.matmul_precision} with credit.targets={c.targets}: "
+           "finite-difference targets cancel below fp32 (TF32 moved them 4.8% on the H200); "
+           "use --config.credit.targets=jvp, or keep the estimator in fp32.")
   _one_of(c.correction_layers, estimators.CORRECTION_LAYERS, "credit.correction_layers")
   _one_of(c.block_credit, estimators.BLOCK_CREDITS, "credit.block_credit")
   _require(c.correction_M >= 0, f"config.credit.correction_M must be >= 0 (0: the credit's M), "
