@@ -46,15 +46,19 @@ class Unit:
       logging.warning("%s: the saved state at step %d cannot be restored (%s); this unit starts "
                       "again from step 0.", self.directory, progress["step"],
                       checkpoints.first_line(e))
+      self.finish()  # forget it, so the new saves are not mistaken for it
       return 0, None, None
     logging.info("%s: resuming from step %d.", self.directory, progress["step"])
     return progress["step"], state, progress["extra"]
 
   def save(self, step: int, state, extra) -> str:
-    """Saves `state` at `step` with `extra` (JSON); returns the state's folder."""
+    """Saves `state` at `step` with `extra` (JSON), unless that step is saved already; returns
+    the state's folder."""
     folder = self._state_folder(step)
-    checkpoints.save_tree(folder, state)  # every process: Orbax saves collectively
     previous = _read(self._progress_path)
+    if previous and previous["step"] == step:
+      return folder
+    checkpoints.save_tree(folder, state)  # every process: Orbax saves collectively
     if distributed.is_writer():
       outputs.write_text(self._progress_path, json.dumps(dict(step=step, extra=extra)))
       if previous and previous["step"] != step:
