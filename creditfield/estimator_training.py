@@ -155,8 +155,7 @@ def train_seeds(estimator: base.CreditEstimator, student_params, x_train, y_trai
 
   return _fit(step_fn, jax.vmap(lambda p: init_state(cfg, p))(phi),
               StepData(student_params, x_train, y_train, keys), cfg, records, on_metrics,
-              f"estimator {estimator.name} ({num_seeds} seeds)",
-              resume_dir and resumable.Unit(resume_dir))
+              f"estimator {estimator.name} ({num_seeds} seeds)", resume_dir)
 
 
 def _records(first_step, metrics, phi, monitor, tags) -> list[dict]:
@@ -170,11 +169,12 @@ def _records(first_step, metrics, phi, monitor, tags) -> list[dict]:
 SAVE_SECONDS = 60.0  # with a resumable unit: the state is saved at most this often (and on stop)
 
 
-def _fit(step_fn, state, data, cfg, records, on_metrics, what, unit=None):
+def _fit(step_fn, state, data, cfg, records, on_metrics, what, resume_dir=None):
   """Runs `cfg.steps` steps; `records(first_step, metrics, credit_params)` feeds on_metrics.
-  With `unit` (a `resumable.Unit`) it resumes from the unit's saved state and saves it every
-  `SAVE_SECONDS` and on SIGTERM/SIGINT."""
+  With `resume_dir` it resumes from the state saved there (`resumable.Unit`) and saves it
+  every `SAVE_SECONDS` and on SIGTERM/SIGINT."""
   start, last_save = 0, [time.perf_counter()]
+  unit = resumable.Unit(resume_dir) if resume_dir else None
   if unit is not None:
     start, resumed, _ = unit.resume(state)
     state = state if resumed is None else resumed
@@ -216,4 +216,4 @@ def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg
   return _fit(make_train_step(estimator, cfg, image_shape, skip_nonfinite), init_state(cfg, phi),
               StepData(student_params, x_train, y_train, key), cfg,
               lambda first_step, metrics, phi: _records(first_step, metrics, phi, monitor, tags),
-              on_metrics, f"estimator {estimator.name}", resume_dir and resumable.Unit(resume_dir))
+              on_metrics, f"estimator {estimator.name}", resume_dir)

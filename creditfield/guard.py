@@ -84,14 +84,6 @@ def is_enforced() -> bool:
   return getattr(_STATE, "depth", 0) > 0
 
 
-def enforce(fn: Callable) -> Callable:
-  """`fn` traced inside `enforced()`."""
-  def wrapped(*args, **kwargs):
-    with enforced():
-      return fn(*args, **kwargs)
-  return wrapped
-
-
 def _is_zero(t) -> bool:
   return isinstance(t, SymbolicZero)
 

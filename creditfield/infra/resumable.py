@@ -61,7 +61,7 @@ class Unit:
     checkpoints.save_tree(folder, state)  # every process: Orbax saves collectively
     if distributed.is_writer():
       outputs.write_text(self._progress_path, json.dumps(dict(step=step, extra=extra)))
-      if previous and previous["step"] != step:
+      if previous:
         shutil.rmtree(self._state_folder(previous["step"]), ignore_errors=True)
     return folder
 

@@ -115,7 +115,7 @@ def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, 
   else:
     groups = [(step_fn, seeds_lib.pick(state, i), data._replace(key=keys[i]), [i], False)
               for i in range(len(seeds))]
-  curves, chunk_seconds = [[] for _ in seeds], [[] for _ in seeds]
+  curves = [[] for _ in seeds]
   for g, (fn, group_state, group_data, members, stacked) in enumerate(groups):
     # Saved at every evaluation and marked finished at the end: a rerun resumes here.
     unit = resumable.Unit(os.path.join(r.workdir, "local_train", f"{est.name}__{rule}",
@@ -129,7 +129,7 @@ def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, 
     if resumed_state is not None:
       group_state = resumed_state
       for i in members:
-        curves[i], chunk_seconds[i] = extra["curves"][str(i)], extra["chunk_seconds"][str(i)]
+        curves[i] = extra["curves"][str(i)]
     view = (lambda tree, j: seeds_lib.pick(tree, j)) if stacked else (lambda tree, j: tree)
     clock = {"last": time.perf_counter()}
     of_members = lambda lists, members=members: {str(i): lists[i] for i in members}
@@ -148,7 +148,6 @@ def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, 
             cfg.update_embed)
         gamma, updates = quality["gamma"], update_diagnostics.flat(updates)
         seed_metrics = seeds_lib.chunk_metrics(metrics, j) if stacked else metrics
-        chunk_seconds[i].append(seconds)
         curves[i].append(dict(
             tags[i], phase=LOCAL_EVAL, step=step, train_loss=float(np.mean(seed_metrics["loss"])),
             chunk_seconds=seconds, gamma=float(np.mean(gamma[:-1])),
@@ -159,12 +158,12 @@ def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, 
         # second chunk), so a run stopped mid-way keeps its curve so far.
         if len(curves[i]) >= 2 or step >= cfg.steps:
           pending = [c for c in curves[i] if "train_seconds" not in c]
-          for c, t in zip(curves[i], train_seconds(chunk_seconds[i])):
-            c["train_seconds"] = t
+          seconds_so_far = train_seconds([record["chunk_seconds"] for record in curves[i]])
+          for record, t in zip(curves[i], seconds_so_far):
+            record["train_seconds"] = t
           r.metrics(pending)
       if step < cfg.steps:
-        unit.save(step, state, dict(curves=of_members(curves),
-                                    chunk_seconds=of_members(chunk_seconds)))
+        unit.save(step, state, dict(curves=of_members(curves)))
       clock["last"] = time.perf_counter()
 
     training_loop.run(fn, group_state, group_data, start=start, num_steps=cfg.steps,
@@ -306,8 +305,8 @@ def run(config, workdir: str) -> dict:
   for name in names:
     est = estimators.make(name, spec, config.credit)
     step_fn = from_scratch.make_train_step(est, cfg, config.estimator,
-                                             image_shape=image_shape,
-                                             skip_nonfinite=config.skip_nonfinite)
+                                           image_shape=image_shape,
+                                           skip_nonfinite=config.skip_nonfinite)
     init_fn = from_scratch.make_init(est, cfg, config.estimator)
     # Shapes suffice to count FLOPs: no state is built for it.
     state_shape = jax.eval_shape(init_fn, jax.random.PRNGKey(0), r.dataset.x_train,
