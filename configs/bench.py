@@ -21,6 +21,9 @@ def get_config(arg=None):
       batch_size=256, in_dim=3072, width=256, depth=4, expansion=2, num_outputs=10,
       credit_hidden=(512, 512), M_values=(1, 4, 8, 32), k=5, num_lrs=4, diag_directions=8,
       warmup=5, repeats=50, precisions="highest,default", square_matmul=8192,
+      # The estimators' regression targets: fd (the studies' default) or jvp (no
+      # cancellation: what runs below fp32, `credit.matmul_precision`).
+      targets="fd",
       # Steps per timed call: 1 = one jitted step per call (host dispatch included);
       # 20 = a chunk of the training loop (`training_loop.run`), as training runs.
       steps_per_call=(1, 20),

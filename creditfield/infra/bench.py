@@ -13,6 +13,8 @@ device reaches when shapes are no limit). Training steps are timed one per call 
 Precisions are JAX's matmul precision names (`highest` = true fp32, `default` = TF32 on
 NVIDIA GPUs, `bfloat16`) or `jax.lax.DotAlgorithmPreset` names (`TF32_TF32_F32_X3`: three
 TF32 passes on tensor cores); each also gets the error it puts into the fd targets.
+The estimator steps train on `targets` (`fd`, or `jvp`: exact forward-mode derivatives, which
+do not cancel, so the precision to pair with TF32 or bf16).
 """
 import functools
 import time
@@ -88,7 +90,7 @@ def _credit_config(cfg):
   c = config_defaults.base_config().credit
   c.vector_field.hidden = tuple(cfg.credit_hidden)
   c.scalar_bridge.hidden = tuple(cfg.credit_hidden)
-  c.targets, c.fd_eps, c.directions = "fd", 1e-2, "gaussian"
+  c.targets, c.fd_eps, c.directions = cfg.targets, 1e-2, "gaussian"
   c.vector_field.beta = 1.0
   return c
 
@@ -186,7 +188,7 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
   def estimator_bench(name, m, n):
     call, stats = estimator_step(cfg, spec, params, x_all, y_all, key, name, m, n)
     return _row(f"{name}_step", _time_steps(call, n, cfg), _per_step(stats, n), b, mm_tflops,
-                M=m, steps_per_call=n, **common)
+                M=m, steps_per_call=n, targets=cfg.targets, **common)
 
   for n in cfg.steps_per_call:
     for m in cfg.M_values:
@@ -200,7 +202,7 @@ def _run_at_precision(cfg, key, precision) -> list[dict]:
       call, stats = estimator_step(cfg, spec, params, x_all, y_all, key, "vector_field", m, n, s)
       out.append(_row("vector_field_step_seeds", _time_steps(call, n * s, cfg),
                       _per_step(stats, n * s), b, mm_tflops, M=m, seeds=s, steps_per_call=n,
-                      **common))
+                      targets=cfg.targets, **common))
 
   # Credit evaluation + Gamma/rho/nudge on one batch (vector_field credit, oracle reference).
   est = estimators.make("vector_field", spec, ccfg, cfg.M_values[0])

@@ -44,6 +44,7 @@ def validate(config) -> None:
            f"seed {config.seed} with {config.num_seeds} seeds.")
   _one_of(config.matmul_precision, MATMUL_PRECISIONS, "matmul_precision")
   if config.experiment == "bench":
+    _one_of(config.bench.targets, perturb.METHODS, "bench.targets")
     return
   _one_of(config.data.name, datasets.DATASETS, "data.name")
   _require(not (config.data.name == "synthetic" and config.data.dir),

@@ -4,7 +4,7 @@ import jax
 from creditfield.infra import bench
 from creditfield.infra import outputs
 
-TABLE = ("bench", "shape", "precision", "M", "num_lrs", "seeds", "steps_per_call", "batch", "ms_min",
+TABLE = ("bench", "shape", "precision", "targets", "M", "num_lrs", "seeds", "steps_per_call", "batch", "ms_min",
          "ms_median", "samples_per_s", "gflop", "tflop_per_s", "matmul_ratio", "memory_mb",
          "fd_err_vs_fp32", "fd_err_vs_exact", "devices")
 
