@@ -8,7 +8,8 @@ Each input workdir ran the same study (phase1, pivot or local_train; e.g.
 `--config.ablation.*`) on the same data and snapshot; or the same Phase 6 study (phase6a,
 phase6c) on the same data with other snapshots (`--config.snapshot.seeds=(S,)` or another
 `--config.snapshot.path` each), whose merge has the rows over snapshots;
-the output workdir gets all their per-seed rows and the mean ± std rows over seeds, as one
+an input may be an earlier merge (a folder with its results.json and metrics.jsonl),
+to add runs to it; the output workdir gets all their per-seed rows and the mean ± std rows over seeds, as one
 run would write them (results.json/csv/md, metrics.jsonl, plots), with a meta naming the
 inputs and their configs. A row measured twice must agree (deterministic runs give equal rows); two
 different values for one (seed, entry, layer) are an error.
@@ -42,10 +43,27 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def _load(workdir):
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = json.load(f)
+  """(config, results) of a run; an earlier merge (no config.json) gives its first input's
+  config, and its meta names all of its inputs."""
   with open(os.path.join(workdir, "results.json")) as f:
-    return config, json.load(f)
+    result = json.load(f)
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path) and "merged_configs" in result["meta"]:
+    return result["meta"]["merged_configs"][0], result
+  with open(config_path) as f:
+    return json.load(f), result
+
+
+def _inputs_meta(inputs, loaded) -> dict:
+  """Every input run's workdir, config and wall seconds, an earlier merge's inputs in place."""
+  def of(workdir, config, meta):
+    if "merged_configs" in meta:
+      return meta["merged_from"], meta["merged_configs"], meta["wall_seconds"]
+    return [os.path.abspath(workdir)], [config], [meta.get("wall_seconds")]
+  parts = [of(w, c, r["meta"]) for w, (c, r) in zip(inputs, loaded)]
+  return dict(merged_from=[x for p in parts for x in p[0]],
+              merged_configs=[x for p in parts for x in p[1]],
+              wall_seconds=[x for p in parts for x in p[2]])
 
 
 def main(argv):
@@ -54,9 +72,14 @@ def main(argv):
     raise app.UsageError("Name the workdirs to merge.")
   loaded = [_load(w) for w in inputs]
   experiment = loaded[0][0]["experiment"]
-  # Phase 6 inputs may differ in their snapshots; every other study must share its snapshot.
-  snapshot_of = lambda c: ({k: v for k, v in c["snapshot"].items() if k not in ("seeds", "path")}
-                           if experiment in OVER_SNAPSHOTS else c["snapshot"])
+  # Phase 6 inputs may differ in their snapshots; local training uses none; every other
+  # study must share its snapshot.
+  def snapshot_of(c):
+    if experiment == "local_train":
+      return None
+    if experiment in OVER_SNAPSHOTS:
+      return {k: v for k, v in c["snapshot"].items() if k not in ("seeds", "path")}
+    return c["snapshot"]
   for workdir, (config, result) in zip(inputs, loaded):
     same = (config["experiment"], config["data"], config["student"], snapshot_of(config)) == (
         experiment, loaded[0][0]["data"], loaded[0][0]["student"], snapshot_of(loaded[0][0]))
@@ -82,9 +105,7 @@ def main(argv):
   rows = list(rows.values())
   seeds = sorted({r["seed"] for r in rows})
   summary = study.summarize(rows)
-  meta = dict(loaded[0][1]["meta"], merged_from=[os.path.abspath(w) for w in inputs],
-              merged_configs=[c for c, _ in loaded], seeds=seeds,
-              wall_seconds=[r["meta"].get("wall_seconds") for _, r in loaded])
+  meta = dict(loaded[0][1]["meta"], seeds=seeds, **_inputs_meta(inputs, loaded))
   os.makedirs(_OUT.value, exist_ok=True)
   outputs.write_results(_OUT.value, summary + rows, meta, columns=study.TABLE)
   with open(os.path.join(_OUT.value, "tables.md"), "w") as f:
@@ -115,10 +136,7 @@ def _merge_snapshots(inputs, loaded) -> None:
                  else {next(iter(ids)): snapshot_eval})
     rows += mine
   config = ml_collections.ConfigDict(loaded[0][0])
-  meta = dict(loaded[0][1]["meta"], snapshot_eval=evals,
-              merged_from=[os.path.abspath(w) for w in inputs],
-              merged_configs=[c for c, _ in loaded],
-              wall_seconds=[r["meta"].get("wall_seconds") for _, r in loaded])
+  meta = dict(loaded[0][1]["meta"], snapshot_eval=evals, **_inputs_meta(inputs, loaded))
   os.makedirs(_OUT.value, exist_ok=True)
   phase6.write_outputs(_OUT.value, rows, config, meta)
   print(f"Merged {len(rows)} rows of snapshots {sorted(seen)} into {_OUT.value}.")

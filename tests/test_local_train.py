@@ -133,7 +133,8 @@ def test_runlocal_study_has_every_credit_and_rule_and_backprop_learns(tmp_path):
 
 def test_a_study_split_by_credit_merges_into_the_rows_of_its_parts(tmp_path):
   """Credits train independently, so parts of a study run as separate processes (to share a
-  GPU, say) merge into one workdir whose summary rows are the parts' own."""
+  GPU, say) merge into one workdir whose summary rows are the parts' own; a part merged into an
+  earlier merge gives the same rows, and the meta names every part."""
   parts = {"a": "oracle,zero", "b": "identity"}
   summaries = {}
   for part, names in parts.items():
@@ -143,12 +144,20 @@ def test_a_study_split_by_credit_merges_into_the_rows_of_its_parts(tmp_path):
     with open(tmp_path / part / "results.json") as f:
       summaries.update({(r["credit"], r["rule"]): r for r in json.load(f)["rows"]
                         if r["seed"] == "all" and "kind" not in r})
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "merge_results.py"),
-                        f"--out={tmp_path / 'merged'}", str(tmp_path / "a"), str(tmp_path / "b")],
-                       capture_output=True, text=True, timeout=300)
+  merge = lambda out, *inputs: subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "merge_results.py"), f"--out={out}",
+       *map(str, inputs)], capture_output=True, text=True, timeout=300)
+  # Part a merged first, then b added to that earlier merge: as if both were merged at once.
+  out = merge(tmp_path / "merged_a", tmp_path / "a")
+  assert out.returncode == 0, out.stderr
+  out = merge(tmp_path / "merged", tmp_path / "merged_a", tmp_path / "b")
   assert out.returncode == 0, out.stderr
   with open(tmp_path / "merged" / "results.json") as f:
-    merged = json.load(f)["rows"]
+    merged_results = json.load(f)
+  merged = merged_results["rows"]
+  assert merged_results["meta"]["merged_from"] == [str(tmp_path / p) for p in ("a", "b")]
+  assert [c["credit"]["names"] for c in merged_results["meta"]["merged_configs"]] == [
+      parts["a"], parts["b"]]
   merged_summary = {(r["credit"], r["rule"]): r for r in merged
                     if r["seed"] == "all" and "kind" not in r}
   assert set(merged_summary) == set(summaries) == {

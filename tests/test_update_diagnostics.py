@@ -195,6 +195,8 @@ def test_grid_correlation_finds_the_diagnostic_that_orders_the_runs():
                        test_accuracy=accuracy + 0.01 * seed, gamma=gamma,
                        update_alignment=accuracy, update_alignment_embed=0.0,
                        norm_ratio=1.0 + point, radial_fraction_abs=0.1))
+  # A single-seed probe beside the 3-seed grid is left out, not the grid cut to one seed.
+  rows.append(dict(rows[0], credit="probe", test_accuracy=0.99, gamma=0.99))
   by = {c["predictor"]: c for c in local_train_study.predictor_correlations(rows)}
   assert by["update_alignment"]["spearman"] == pytest.approx(1.0)
   assert by["gamma"]["spearman"] == pytest.approx(-1.0)

@@ -9,10 +9,16 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from creditfield.infra import distributed  # pylint: disable=g-bad-import-order
 
 
+LEGEND_INSIDE = 6  # the most lines whose legend is drawn inside the axes
+
+
 def _save(fig, path: str) -> None:
   if distributed.is_writer():  # process 0 of a multi-host run
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # The legends drawn below their axes (out of tight_layout) are named to be kept in.
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    fig.savefig(path, dpi=110, bbox_inches="tight",
+                bbox_extra_artists=[*fig.axes, *fig.texts, *legends])
   plt.close(fig)
 
 
@@ -22,18 +28,23 @@ def _draw_lines(ax, rows: Sequence[dict], *, x: str, y: str, label: Callable[[di
   for r in rows:
     if r.get(x) is not None and r.get(y) is not None:
       series.setdefault(label(r), []).append(r)
-  for name, members in series.items():
+  # Past the default cycle's 10 colours, tab20's 20 keep every line apart.
+  many = len(series) > 10
+  for i, (name, members) in enumerate(series.items()):
     members = sorted(members, key=lambda r: r[x])
     ax.errorbar([r[x] for r in members], [r[y] for r in members],
                 yerr=[r.get(f"{y}_std", 0.0) for r in members], marker="o", capsize=3,
-                label=name)
+                label=name, color=plt.cm.tab20(i % 20) if many else None)
   if xlog:
     ax.set_xscale("log")
   ax.set_xlabel(x)
   ax.set_ylabel(ylabel or y)
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  if series:
+  if len(series) > LEGEND_INSIDE:  # below the axes: a long legend would hide the lines
+    legend = ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    legend.set_in_layout(False)  # tight_layout keeps the axes' size
+  elif series:
     ax.legend(fontsize=7)
 
 

@@ -246,9 +246,12 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 def predictor_correlations(rows: list[dict], seed: int = 0) -> list[dict]:
   """Spearman's rho over the grid's points (credit x rule x options) between the final
-  headline and each of `PREDICTORS`, with a bootstrap over the seeds every point has.
-  `log_norm_ratio_distance` is |log norm_ratio|: how far the credit's size is from the true
-  one, either way. Points the headline or the predictor is missing for are left out."""
+  headline and each of `PREDICTORS`, with a bootstrap over the seeds. The points are those
+  with every seed of the grid (a single-seed probe beside a 3-seed grid is left out rather
+  than cutting the bootstrap to one seed), or, where fewer than 3 have, every point over the
+  seeds all have. `log_norm_ratio_distance` is |log norm_ratio|: how far the credit's size is
+  from the true one, either way. Points the headline or the predictor is missing for are
+  left out."""
   value = _headline(_task(rows))
   points: dict[tuple, dict] = {}
   for r in rows:
@@ -256,6 +259,10 @@ def predictor_correlations(rows: list[dict], seed: int = 0) -> list[dict]:
       continue
     row = dict(r, log_norm_ratio_distance=abs(float(np.log(max(r["norm_ratio"], 1e-30)))))
     points.setdefault(tuple(r.get(k) for k in GROUP), {})[r["seed"]] = row
+  every_seed = set().union(*points.values())
+  complete = {k: p for k, p in points.items() if set(p) == every_seed}
+  if len(complete) >= 3:
+    points = complete
   seeds = sorted(set.intersection(*(set(p) for p in points.values()))) if points else []
   if len(points) < 3 or not seeds:
     return []
