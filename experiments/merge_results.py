@@ -7,12 +7,12 @@ Each input workdir ran the same study (phase1, pivot or local_train; e.g.
 `--config.seed=S --config.num_seeds=1`, or a subset of `--config.credit.names` /
 `--config.ablation.*`) on the same data and snapshot; or the same Phase 6 study (phase6a,
 phase6c) on the same data with other snapshots (`--config.snapshot.seeds=(S,)` or another
-`--config.snapshot.path` each), whose merge has the rows over snapshots;
-an input may be an earlier merge (a folder with its results.json and metrics.jsonl),
-to add runs to it; the output workdir gets all their per-seed rows and the mean ± std rows over seeds, as one
-run would write them (results.json/csv/md, metrics.jsonl, plots), with a meta naming the
-inputs and their configs. A row measured twice must agree (deterministic runs give equal rows); two
-different values for one (seed, entry, layer) are an error.
+`--config.snapshot.path` each), whose merge has the rows over snapshots. An input may be an
+earlier merge (a folder with its results.json and metrics.jsonl), to add runs to it.
+The output workdir gets all their per-seed rows and the mean ± std rows over seeds, as one
+run would write them (results.json/csv/md, metrics.jsonl, plots), with a meta naming every
+input run and its config. A row measured twice must agree (deterministic runs give equal
+rows); two different values for one (seed, entry, layer) are an error.
 """
 import json
 import os

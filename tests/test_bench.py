@@ -1,13 +1,19 @@
 """The benchmark's timed programs, and the XLA flags the entry points set."""
+import os
+
 import jax
 import numpy as np
 import optax
 import pytest
 
 from creditfield import bp_training
+from creditfield import config_defaults
 from creditfield import student as student_lib
 from creditfield.infra import bench
 from creditfield.infra import compilation
+from creditfield.infra import validation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _bp_step(steps_per_call: int):
@@ -58,3 +64,16 @@ def test_fd_target_errors_measure_precision_and_truncation():
   assert coarse["fd_err_vs_fp32"] == fine["fd_err_vs_fp32"] == 0.0
   assert 0 < fine["fd_err_vs_exact"] < coarse["fd_err_vs_exact"] < 0.1
   np.testing.assert_allclose(coarse["fd_err_vs_exact"] / fine["fd_err_vs_exact"], 10, rtol=0.2)
+
+
+def test_bench_targets_reach_the_estimator_steps_and_a_bad_name_is_refused():
+  """The benchmark's estimators regress on `bench.targets` (jvp: what runs below fp32), and a
+  name that is not a target method is refused before any work."""
+  config = config_defaults.load(os.path.join(ROOT, "configs", "bench.py"), "runlocal")
+  assert bench._credit_config(config.bench).targets == "fd"
+  config.bench.targets = "jvp"
+  validation.validate(config)
+  assert bench._credit_config(config.bench).targets == "jvp"
+  config.bench.targets = "exact"
+  with pytest.raises(validation.ConfigError, match="bench.targets"):
+    validation.validate(config)

@@ -4,9 +4,9 @@ import jax
 from creditfield.infra import bench
 from creditfield.infra import outputs
 
-TABLE = ("bench", "shape", "precision", "targets", "M", "num_lrs", "seeds", "steps_per_call", "batch", "ms_min",
-         "ms_median", "samples_per_s", "gflop", "tflop_per_s", "matmul_ratio", "memory_mb",
-         "fd_err_vs_fp32", "fd_err_vs_exact", "devices")
+TABLE = ("bench", "shape", "precision", "targets", "M", "num_lrs", "seeds", "steps_per_call",
+         "batch", "ms_min", "ms_median", "samples_per_s", "gflop", "tflop_per_s", "matmul_ratio",
+         "memory_mb", "fd_err_vs_fp32", "fd_err_vs_exact", "devices")
 
 
 def run(config, workdir: str) -> dict:
