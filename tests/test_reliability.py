@@ -200,10 +200,26 @@ def test_different_seeds_differ_and_meta_records_the_run(tmp_path):
             for res in results]
   assert gammas[0] != gammas[1]
   meta = results[0]["meta"]
-  for key in ("creditfield_version", "git_commit", "jax_version", "backend", "devices",
-              "data_fingerprint", "mesh", "wall_seconds", "xla_flags"):
+  for key in ("creditfield_version", "git_commit", "git_dirty", "jax_version", "backend",
+              "devices", "data_fingerprint", "mesh", "wall_seconds", "xla_flags"):
     assert key in meta, key
   assert meta["creditfield_version"] == creditfield.__version__
+
+
+def test_meta_says_when_the_code_that_ran_is_not_its_commit(tmp_path):
+  """git_dirty is False for a tree at its commit and True once a tracked file differs (as a
+  copied tree whose .git lags it does): the commit is then not the code that ran."""
+  git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
+                                     capture_output=True)
+  git("init", "-q")
+  (tmp_path / "code.py").write_text("x = 1\n")
+  git("add", "code.py")
+  git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+  clean = outputs.git_state(str(tmp_path))
+  assert len(clean["git_commit"]) == 40 and clean["git_dirty"] is False
+  (tmp_path / "code.py").write_text("x = 2\n")
+  assert outputs.git_state(str(tmp_path)) == dict(clean, git_dirty=True)
+  assert outputs.git_state(str(tmp_path / "nowhere")) == {"git_commit": "", "git_dirty": None}
 
 
 def test_validation_accepts_every_shipped_config():

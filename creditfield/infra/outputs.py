@@ -160,13 +160,22 @@ class MetricsWriter:
       return [json.loads(line) for line in f if line.strip()]
 
 
-def git_commit() -> str:
+def _git(*args: str, cwd: str) -> str | None:
+  """git's stdout, or None where git or the repository is missing."""
   try:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
-    return out.stdout.strip() if out.returncode == 0 else ""
+    out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd, timeout=10)
+    return out.stdout.strip() if out.returncode == 0 else None
   except (OSError, subprocess.SubprocessError):
-    return ""
+    return None
+
+
+def git_state(cwd: str = os.path.dirname(os.path.abspath(__file__))) -> dict:
+  """The commit of the code that ran, and whether its tracked files differ from that commit
+  (None outside a repository): a copied tree whose .git lags it reads as dirty, so its
+  `git_commit` is not taken for the code."""
+  commit = _git("rev-parse", "HEAD", cwd=cwd)
+  changes = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
+  return {"git_commit": commit or "", "git_dirty": None if changes is None else bool(changes)}
 
 
 def run_meta(dataset=None, **extra) -> dict:
@@ -175,7 +184,7 @@ def run_meta(dataset=None, **extra) -> dict:
   meta = {
       "mesh": {} if mesh.empty else dict(zip(mesh.axis_names, mesh.axis_sizes)),
       "creditfield_version": creditfield.__version__,
-      "git_commit": git_commit(),
+      **git_state(),
       "jax_version": jax.__version__,
       "backend": jax.default_backend(),
       "devices": [str(d) for d in devices],
