@@ -15,10 +15,12 @@ LEGEND_INSIDE = 6  # the most lines whose legend is drawn inside the axes
 def _save(fig, path: str) -> None:
   if distributed.is_writer():  # process 0 of a multi-host run
     fig.tight_layout()
-    # The legends drawn below their axes (out of tight_layout) are named to be kept in.
-    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    # Legends drawn below their axes are out of the layout, so the default artists leave
+    # them out of the saved area: they are added back.
+    outside = [ax.get_legend() for ax in fig.axes
+               if ax.get_legend() is not None and not ax.get_legend().get_in_layout()]
     fig.savefig(path, dpi=110, bbox_inches="tight",
-                bbox_extra_artists=[*fig.axes, *fig.texts, *legends])
+                bbox_extra_artists=[*fig.get_default_bbox_extra_artists(), *outside])
   plt.close(fig)
 
 
