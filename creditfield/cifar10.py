@@ -188,12 +188,18 @@ def _read_split(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def normalise(train_u8, test_u8):
   """[0, 1] scaling, per-channel standardisation with training statistics, flattening."""
-  # float64 statistics: a float32 sum over 51M pixels saturates.
-  train = train_u8.astype(np.float64) / 255.0
-  mean = train.mean(axis=(0, 1, 2)).astype(np.float32)
-  std = train.std(axis=(0, 1, 2)).astype(np.float32)
-  del train
-  flat = lambda a: ((a.astype(np.float32) / 255.0 - mean) / std).reshape(len(a), -1)
+  # The statistics from each channel's histogram, exact in integers (a float32 sum over 51M
+  # pixels saturates; float64 over the whole array took 7-9 s on 2 cores); each of the 256
+  # values of a channel then maps through one float32 table, the arithmetic of doing it per
+  # pixel.
+  pixels = train_u8.reshape(-1, 3)
+  counts = np.stack([np.bincount(pixels[:, c], minlength=256) for c in range(3)])
+  values = np.arange(256, dtype=np.int64)
+  mean = (counts @ values) / (255.0 * len(pixels))
+  std = np.sqrt((counts @ values**2) / (255.0**2 * len(pixels)) - mean**2)
+  table = (np.arange(256, dtype=np.float32)[:, None] / np.float32(255.0)
+           - mean.astype(np.float32)) / std.astype(np.float32)
+  flat = lambda a: table[a, np.arange(3)].reshape(len(a), -1)
   return flat(train_u8), flat(test_u8)
 
 

@@ -92,9 +92,12 @@ def evaluate_credit(estimator, student_params, x, y, phi, key, dcfg) -> dict[str
   The oracle is computed on the same batch; `key` is a leaf of the caller's stream. One
   compiled program per estimator serves every call (final measurements and monitoring).
   """
-  measure = _quality_fn(estimator, estimator.spec, dcfg.num_directions, dcfg.sigma,
-                        dcfg.nudge_eps)
-  return jax.device_get(measure(phi, student_params, x, y, key))
+  return jax.device_get(quality_program(estimator, dcfg)(phi, student_params, x, y, key))
+
+
+def quality_program(estimator, dcfg):
+  """The jitted `(phi, student_params, x, y, key) -> quality` that `evaluate_credit` calls."""
+  return _quality_fn(estimator, estimator.spec, dcfg.num_directions, dcfg.sigma, dcfg.nudge_eps)
 
 
 def summary(quality: dict) -> dict:

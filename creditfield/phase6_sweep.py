@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from creditfield import estimators
 from creditfield import optimizers
 from creditfield import rng
 from creditfield import rules as rules_lib
@@ -82,9 +83,11 @@ def sweep(estimator, phi, student_params, batches_x, batches_y, heldout_x, heldo
 def sweep_seeds(estimator, phi_S, student_params, batches_x_S, batches_y_S, heldout_x,
                 heldout_y, keys_S, lrs, rule, eta, projections, *, optimizer, update_embed):
   """`sweep` for S seeds in one program: each seed's credit parameters, update batches and
-  key on a leading axis; returns two arrays of shape (S, num_lrs, K)."""
+  key on a leading axis (a credit switch's index is not: `estimators.seed_axes`); returns
+  two arrays of shape (S, num_lrs, K)."""
   def one(phi, batches_x, batches_y, key):
     return _sweep(estimator, phi, student_params, batches_x, batches_y, heldout_x, heldout_y,
                   key, lrs, rule, eta, projections, optimizer=optimizer,
                   update_embed=update_embed)
-  return jax.vmap(one)(phi_S, batches_x_S, batches_y_S, keys_S)
+  return jax.vmap(one, in_axes=(estimators.seed_axes(phi_S), 0, 0, 0))(
+      phi_S, batches_x_S, batches_y_S, keys_S)

@@ -108,11 +108,20 @@ def evaluate(estimator, student_params, x, y, phi, key, dcfg, rule: str, eta, pr
   `with_quality`; `measure`'s diagnostics) of `estimator`'s credit on the batch (x, y) under
   `rule`, each per layer (L+1,) as numpy. Quality costs M x L perturbed passes: a caller that
   has it already (Phase 6, once per credit and seed) leaves it out."""
+  run = program(estimator, dcfg, update_embed, with_quality)
+  return jax.device_get(run(*program_args(student_params, x, y, phi, key, rule, eta,
+                                          projections)))
+
+
+def program(estimator, dcfg, update_embed: bool, with_quality: bool):
+  """The jitted program `evaluate` calls, on `program_args`."""
   quality = ((dcfg.num_directions, dcfg.sigma, dcfg.nudge_eps) if with_quality else None)
-  run = _measure_fn(estimator, bool(update_embed), quality)
-  return jax.device_get(run(phi, student_params, x, y, key,
-                            jnp.int32(rules_lib.rule_index(rule)), jnp.float32(eta or 0.0),
-                            projections))
+  return _measure_fn(estimator, bool(update_embed), quality)
+
+
+def program_args(student_params, x, y, phi, key, rule: str, eta, projections) -> tuple:
+  return (phi, student_params, x, y, key, jnp.int32(rules_lib.rule_index(rule)),
+          jnp.float32(eta or 0.0), projections)
 
 
 def flat(per_layer: dict) -> dict[str, float]:

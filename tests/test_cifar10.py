@@ -118,3 +118,18 @@ def test_fingerprint_is_of_the_content_not_the_location_or_mtimes(tmp_path):
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(copy / "test" / "bird" / "0000.png")
   assert cifar10.source_fingerprint(str(copy), cifar10.list_image_folder(str(copy)),
                                     str(tmp_path / "other_cache")) != first
+
+
+def test_normalise_equals_the_float64_per_pixel_reference():
+  rng = np.random.default_rng(3)
+  train = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+  train[..., 2] //= 4  # channels of different statistics
+  test = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+  scaled = train.astype(np.float64) / 255.0
+  mean = scaled.mean(axis=(0, 1, 2)).astype(np.float32)
+  std = scaled.std(axis=(0, 1, 2)).astype(np.float32)
+  reference = lambda a: ((a.astype(np.float32) / 255.0 - mean) / std).reshape(len(a), -1)
+  got_train, got_test = cifar10.normalise(train, test)
+  np.testing.assert_allclose(got_train, reference(train), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(got_test, reference(test), rtol=1e-6, atol=1e-6)
+  assert got_train.dtype == np.float32 and got_train.shape == (64, 3072)

@@ -71,6 +71,10 @@ def test_phase1_runlocal_writes_every_output(tmp_path):
   by_program = stats["compile_seconds_by_program"]
   assert abs(sum(by_program.values()) - stats["compile_s"]) < 0.01 * stats["compile_s"] + 0.01
   assert list(by_program.values()) == sorted(by_program.values(), reverse=True)
+  # Where the wall time went: the stages the study marked, each inside the run.
+  stages = stats["stage_seconds"]
+  assert {"data", "snapshot"} <= set(stages) and all(v > 0 for v in stages.values())
+  assert sum(stages.values()) < stats["wall_s"]
 
 
 def test_a_workdir_of_another_run_is_refused(tmp_path):

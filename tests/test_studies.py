@@ -9,6 +9,7 @@ import pytest
 
 from creditfield import config_defaults
 from creditfield import estimators
+from creditfield import phase6_sweep
 from creditfield import rules
 from creditfield.infra import run as run_lib
 
@@ -73,6 +74,18 @@ def test_phase6c_runlocal_covers_its_credits_and_every_rule(phase6c_runlocal):
   again = _run("phase6c", tmp_path)
   assert [r for r in again["rows"] if r["seed"] == "all"] == [
       r for r in result["rows"] if r["seed"] == "all"]
+
+
+def test_phase6_compiles_one_sweep_program_for_every_credit_and_times_its_stages(tmp_path):
+  # Shapes no other test here uses (k=2), so the program is new to this process.
+  before = phase6_sweep.sweep_seeds._cache_size()  # pylint: disable=protected-access
+  _run("phase6a", tmp_path, **{"credit.names": "oracle,identity,zero,oracle_dial",
+                               "phase6.k": 2})
+  assert phase6_sweep.sweep_seeds._cache_size() == before + 1  # pylint: disable=protected-access
+  stats = json.loads((tmp_path / "run_stats.json").read_text())
+  assert list(stats["stage_seconds"]) == ["data", "snapshot", "estimators", "compile", "sweeps",
+                                          "outputs"]
+  assert sum(stats["stage_seconds"].values()) < stats["wall_s"]
 
 
 def test_phase6c_runlocal_dial_spans_gamma_and_correlations_are_rows(phase6c_runlocal):

@@ -16,6 +16,8 @@ from creditfield.estimators.feedback import dni, fa
 from creditfield.estimators.options import (BLOCK_CREDITS, CORRECTION_LAYERS, CORRECTIONS, RADIAL,
                                             SIZES, CreditOptions, with_options)
 from creditfield.estimators.scalar_bridge import ScalarBridgeConfig, scalar_bridge
+from creditfield.estimators.switch import (SwitchParams, pick_seed, seed_axes, switch,
+                                           switch_params)
 from creditfield.estimators.vector_field import REGRESSIONS, VectorFieldConfig, vector_field
 from creditfield.infra import errors
 

@@ -1,18 +1,22 @@
 """What a whole study cost: wall seconds, seconds spent compiling, peak device memory.
 
-Written by every run to `workdir/run_stats.json` (by process 0, as every output), so that study timings
-(`experiments/study_timings.py`, `docs/benchmarks/studies_*.json`) come from the runs
+Written by every run to `workdir/run_stats.json` (by process 0, as every output), so that study
+timings (`experiments/study_timings.py`, `docs/benchmarks/studies_*.json`) come from the runs
 themselves rather than from a stopwatch around them.
 
 `compile_s` sums JAX's own compile events (tracing, lowering to MLIR, and XLA compilation or
 its retrieval from the persistent cache) over every program; programs compiled on several
 threads at once (`compilation.concurrently`) add up, so it can exceed `wall_s`.
 `compile_seconds_by_program` splits it by the jitted function's name (several programs of one
-function add up), largest first, so the next slow compile is named.
+function add up), largest first, so the next slow compile is named. `stage_seconds`: the wall
+seconds of each stage a study marks with `stage(name)` (data, snapshot, estimators, compile,
+sweeps, outputs: where the wall time went), in the order they first ended.
 """
+import contextlib
 import json
 import os
 import threading
+import time
 
 import jax
 from jax import monitoring
@@ -30,6 +34,7 @@ FILENAME = "run_stats.json"
 
 _lock = threading.Lock()
 _by_program: dict[str, float] = {}
+_stage_log: list[tuple[str, float]] = []  # (stage, seconds) as each ended, in this process
 _registered = False
 
 
@@ -50,6 +55,31 @@ def compile_seconds_by_program() -> dict[str, float]:
 
 
 
+@contextlib.contextmanager
+def stage(name: str):
+  """Records the wall seconds of the `with` body as a stage `name` of the running study."""
+  start = time.perf_counter()
+  try:
+    yield
+  finally:
+    with _lock:
+      _stage_log.append((name, time.perf_counter() - start))
+
+
+def _stage_count() -> int:
+  with _lock:
+    return len(_stage_log)
+
+
+def _stages_since(index: int) -> dict[str, float]:
+  """{stage: seconds} of the stages that ended after the first `index`, summed per name."""
+  out: dict[str, float] = {}
+  with _lock:
+    for name, seconds in _stage_log[index:]:
+      out[name] = round(out.get(name, 0.0) + seconds, 3)
+  return out
+
+
 def peak_memory_mb() -> float | None:
   """The largest peak of device memory over this process's devices (None where the backend
   keeps no statistics, as on CPU)."""
@@ -63,6 +93,7 @@ class Meter:
 
   def __init__(self):
     self._by_program0 = compile_seconds_by_program()
+    self._stage0 = _stage_count()
     self._wall = outputs.Stopwatch()
 
   def stats(self, experiment: str) -> dict:
@@ -74,6 +105,7 @@ class Meter:
         "compile_s": sum(by_program.values()),
         "compile_seconds_by_program": dict(sorted(
             ((k, round(v, 3)) for k, v in by_program.items() if v > 0), key=lambda kv: -kv[1])),
+        "stage_seconds": _stages_since(self._stage0),
         "peak_memory_mb": peak_memory_mb(),
         "device_kind": jax.devices()[0].device_kind,
         "compile_cache": compilation.active_dir(),

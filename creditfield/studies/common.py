@@ -14,6 +14,7 @@ from creditfield import sampling
 from creditfield.infra import checkpoints
 from creditfield.infra import errors
 from creditfield.infra import outputs
+from creditfield.infra import run_stats
 
 
 @dataclasses.dataclass
@@ -32,7 +33,8 @@ def start(config, workdir: str) -> Run:
   """Validates the workdir, writes config.json, loads the dataset."""
   stopwatch = outputs.Stopwatch()
   resumed = outputs.prepare_workdir(workdir, config.to_json_best_effort(sort_keys=True))
-  dataset = datasets.load(config, config.seed)
+  with run_stats.stage("data"):
+    dataset = datasets.load(config, config.seed)
   spec = dataset_lib.student_spec(config, dataset)
   logging.info("Dataset %s (%s), fingerprint %s; student %s", dataset.name, dataset.task,
                dataset.fingerprint, spec)
@@ -84,7 +86,8 @@ def snapshots(run: Run):
     else:
       directory = (os.path.join(run.workdir, "snapshots", f"seed{snapshot_id}") if several
                    else run.workdir)
-      params, evaluation = _trained(run, snapshot_id, directory, several)
+      with run_stats.stage("snapshot"):
+        params, evaluation = _trained(run, snapshot_id, directory, several)
     yield Snapshot(snapshot_id, params, evaluation)
 
 

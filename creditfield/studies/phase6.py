@@ -9,7 +9,6 @@ seeds, reporting delta_loss_update and delta_loss_heldout. `oracle_dial` runs at
 cosine of `phase6.dial_gammas`, and Spearman's rho of delta loss with Gamma (over the dial,
 and over the other credits) becomes `kind: "correlation"` rows.
 """
-import functools
 import os
 
 from absl import logging
@@ -30,6 +29,7 @@ from creditfield.infra import checkpoints
 from creditfield.infra import compilation
 from creditfield.infra import outputs
 from creditfield.infra import plots
+from creditfield.infra import run_stats
 from creditfield.infra import validation
 from creditfield.studies import common
 from creditfield.studies import credit_quality
@@ -181,13 +181,15 @@ class Sweeps:
   def _args(self, est, phi_S, keys_S, rule: str, eta, seed=None):
     """Arguments of `sweep_seeds` (seed None) or of `sweep` for one seed."""
     at = (lambda tree: tree) if seed is None else (lambda tree: seeds_lib.pick(tree, seed))
-    (bx, by), phi, keys = at(self.batches_S), at(phi_S), at(keys_S)
+    (bx, by), keys = at(self.batches_S), at(keys_S)
+    phi = phi_S if seed is None else estimators.pick_seed(phi_S, seed)
     return ((est, phi, self.student_params, bx, by, *self.heldout, keys, self.lrs,
              rules_lib.rule_index(rule), 0.0 if eta is None else eta, self.projections),
             dict(optimizer=self.p.optimizer, update_embed=self.p.update_embed))
 
   def compile(self, est, phi_S, keys_S) -> None:
-    """Compiles the credit's program (one serves every rule and eta) without running it."""
+    """Compiles the program of `est` (a credit switch: one serves every credit, rule and eta)
+    without running it."""
     fn, seed = (phase6_sweep.sweep_seeds, None) if self.vmapped else (phase6_sweep.sweep, 0)
     args, kwargs = self._args(est, phi_S, keys_S, "inner_product", None, seed)
     fn.lower(*args, **kwargs).compile()
@@ -211,6 +213,8 @@ def run(config, workdir: str) -> dict:
   p = config.phase6
   seeds = seeds_lib.seed_list(config)
   built = {name: estimators.make(name, r.spec, config.credit) for name in names}
+  # Every credit behind one index: the sweep, quality and update programs compile once each.
+  switched = estimators.switch(list(built.values()))
   num_test = r.dataset.x_test.shape[0]
   if p.heldout_size > num_test:  # a silently smaller held-out set would be another measurement
     raise validation.ConfigError(f"config.phase6.heldout_size={p.heldout_size} is larger than "
@@ -223,14 +227,15 @@ def run(config, workdir: str) -> dict:
     snapshot_evals[snap.id] = snap.eval
     estimators_dir = os.path.join(r.workdir, "estimators",
                                   *([f"snapshot{snap.id}"] if several else []))
-    rows += _snapshot_rows(r, built, snap, seeds, variants, estimators_dir, compile=index == 0,
-                           tags=dict(snapshot=snap.id) if several else {})
+    rows += _snapshot_rows(r, built, switched, snap, seeds, variants, estimators_dir,
+                           compile=index == 0, tags=dict(snapshot=snap.id) if several else {})
   meta = outputs.run_meta(r.dataset, experiment=config.experiment,
                           wall_seconds=r.stopwatch.seconds(),
                           snapshot_eval=(snapshot_evals if several
                                          else next(iter(snapshot_evals.values()))),
                           student=checkpoints.spec_to_json(r.spec), vmap_seeds=config.vmap_seeds)
-  result = write_outputs(workdir, rows, config, meta)
+  with run_stats.stage("outputs"):
+    result = write_outputs(workdir, rows, config, meta)
   r.metrics.close()
   return result
 
@@ -264,10 +269,11 @@ def write_outputs(workdir: str, rows: list[dict], config, meta: dict) -> dict:
   return {"rows": summary + correlations + rows, "meta": meta}
 
 
-def _snapshot_rows(r, built, snap, seeds, variants, estimators_dir, compile: bool,
+def _snapshot_rows(r, built, switched, snap, seeds, variants, estimators_dir, compile: bool,
                    tags: dict) -> list[dict]:
-  """The per-seed rows (credit x rule x lr x k) of one snapshot; `tags` go on its estimators'
-  training records."""
+  """The per-seed rows (credit x rule x lr x k) of one snapshot, every credit run through
+  `switched` (`estimators.switch` of `built`'s); `tags` go on its estimators' training
+  records."""
   config, p, m = r.config, r.config.phase6, r.config.credit.M
   student_params = snap.params
   projections = rules_lib.projections(rng.stream(config.seed, "phase6", "projections"), r.spec)
@@ -277,46 +283,63 @@ def _snapshot_rows(r, built, snap, seeds, variants, estimators_dir, compile: boo
       p.batch_size) for seed in seeds])
   sweeps = Sweeps(config, student_params, batches, heldout_xy,
                   jax.numpy.asarray(p.lrs, dtype=jax.numpy.float32), projections)
-  # Every estimator trained (or restored) first, then every credit's program compiled at
-  # once, then run: one program per credit serves all its rules, etas, lrs and seeds.
-  phis = {name: trained_estimators(r, est, student_params, seeds, m, estimators_dir, tags)
-          for name, est in built.items()}
+  # Every estimator trained (or restored) first, then the study's programs compiled (the
+  # sweep, the quality and the update diagnostics: each serves every credit, rule, eta, lr and
+  # seed), then run.
+  with run_stats.stage("estimators"):
+    phis = {name: trained_estimators(r, est, student_params, seeds, m, estimators_dir, tags)
+            for name, est in built.items()}
   sweep_keys = {name: seeds_lib.keys(
       lambda seed, name=name: rng.stream(rng.estimator_stream(seed, name, m), "phase6"), seeds)
       for name in built}
-  if compile:
-    compilation.concurrently([functools.partial(sweeps.compile, built[n], phis[n], sweep_keys[n])
-                             for n in built])
   diagnostic_batches = [common.diagnostics_batch(r, seed) for seed in seeds]
-  rows = []
-  for name, est in built.items():
-    for point, phi_S in credit_points(name, phis[name], p, len(seeds)):
-      bases = []
-      for i, seed in enumerate(seeds):
-        quality = diagnostics.evaluate_credit(
-            est, student_params, *diagnostic_batches[i], seeds_lib.pick(phi_S, i),
-            rng.stream(rng.estimator_stream(seed, name, m), "eval"), config.diagnostics)
-        bases.append(dict(credit=name, seed=seed, snapshot=snap.id, **point,
-                          **diagnostics.summary(
-                              {k: quality[k] for k in ("gamma", "gamma_weighted", "rho")}),
-                          **({"M": m} if name in estimators.USES_M else {})))
-      for rule, eta in variants:
-        du, dh = sweeps.run(est, phi_S, sweep_keys[name], rule, eta)
+  if compile:  # the study's three programs at once, before running any
+    switch_S = estimators.switch_params(0, phis.values())
+    keys_S = next(iter(sweep_keys.values()))
+    (x, y), phi, key = diagnostic_batches[0], estimators.pick_seed(switch_S, 0), keys_S[0]
+    quality = diagnostics.quality_program(switched, config.diagnostics)
+    updates = update_diagnostics.program(switched, config.diagnostics, p.update_embed,
+                                         with_quality=False)
+    with run_stats.stage("compile"):
+      compilation.concurrently([
+          lambda: sweeps.compile(switched, switch_S, keys_S),
+          lambda: quality.lower(phi, student_params, x, y, key).compile(),
+          lambda: updates.lower(*update_diagnostics.program_args(
+              student_params, x, y, phi, key, "inner_product", None, projections)).compile()])
+  with run_stats.stage("sweeps"):  # with the quality and update diagnostics of each
+    rows = []
+    for which, (name, est) in enumerate(built.items()):
+      for point, phi_S in credit_points(name, phis[name], p, len(seeds)):
+        # This credit (at this point) behind the switch; the others' parameters ride along.
+        switch_S = estimators.switch_params(which, dict(phis, **{name: phi_S}).values())
+        bases = []
         for i, seed in enumerate(seeds):
-          # What the first update is, at the snapshot, on the diagnostics batch, with the same
-          # credit as the quality above (the same key).
-          updates = update_diagnostics.flat(update_diagnostics.evaluate(
-              est, student_params, *diagnostic_batches[i], seeds_lib.pick(phi_S, i),
-              rng.stream(rng.estimator_stream(seed, name, m), "eval"), config.diagnostics,
-              rule, eta, projections, p.update_embed, with_quality=False)[1])
-          base = dict(bases[i], **{k: updates[k] for k in UPDATES})
-          for j, lr in enumerate(p.lrs):
-            for k in range(p.k):
-              rows.append(dict(base, rule=rule, eta=eta, lr=float(lr), k=k + 1,
-                               delta_loss_update=float(du[i, j, k]),
-                               delta_loss_heldout=float(dh[i, j, k])))
-        logging.info("snapshot %s %s %s %s eta=%s: dL_update(k=%d), mean over seeds %s", snap.id,
-                     name, point, rule, eta, p.k, du[:, :, -1].mean(0))
+          quality = diagnostics.evaluate_credit(
+              switched, student_params, *diagnostic_batches[i],
+              estimators.pick_seed(switch_S, i),
+              rng.stream(rng.estimator_stream(seed, name, m), "eval"), config.diagnostics)
+          bases.append(dict(credit=name, seed=seed, snapshot=snap.id, **point,
+                            **diagnostics.summary(
+                                {k: quality[k] for k in ("gamma", "gamma_weighted", "rho")}),
+                            **({"M": m} if name in estimators.USES_M else {})))
+        for rule, eta in variants:
+          du, dh = sweeps.run(switched, switch_S, sweep_keys[name], rule, eta)
+          for i, seed in enumerate(seeds):
+            # What the first update is, at the snapshot, on the diagnostics batch, with the same
+            # credit as the quality above (the same key).
+            updates = update_diagnostics.flat(update_diagnostics.evaluate(
+                switched, student_params, *diagnostic_batches[i],
+                estimators.pick_seed(switch_S, i),
+                rng.stream(rng.estimator_stream(seed, name, m), "eval"), config.diagnostics,
+                rule, eta, projections, p.update_embed, with_quality=False)[1])
+            base = dict(bases[i], **{k: updates[k] for k in UPDATES})
+            for j, lr in enumerate(p.lrs):
+              for k in range(p.k):
+                rows.append(dict(base, rule=rule, eta=eta, lr=float(lr), k=k + 1,
+                                 delta_loss_update=float(du[i, j, k]),
+                                 delta_loss_heldout=float(dh[i, j, k])))
+          logging.info("snapshot %s %s %s %s eta=%s: dL_update(k=%d), mean over seeds %s", snap.id,
+                       name, point, rule, eta, p.k, du[:, :, -1].mean(0))
   return rows
 
 
