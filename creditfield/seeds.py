@@ -21,8 +21,12 @@ def stack(trees: Sequence):
 
 
 def pick(tree, s: int):
-  """Seed s's slice of a stacked pytree."""
-  return jax.tree.map(lambda leaf: leaf[s], tree)
+  """Seed s's slice of a stacked pytree (of arrays, or of `jax.ShapeDtypeStruct`s: its shapes)."""
+  def one(leaf):
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+      return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype)
+    return leaf[s]
+  return jax.tree.map(one, tree)
 
 
 def keys(fn, seeds: Sequence[int]) -> jax.Array:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
+from creditfield import seeds
 from creditfield.estimators import base
 from creditfield.infra import errors
 
@@ -64,5 +65,5 @@ def seed_axes(phi) -> Any:
 def pick_seed(phi, s: int):
   """Seed s's parameters of a (possibly switched) parameter tree stacked over seeds."""
   if isinstance(phi, SwitchParams):
-    return phi._replace(phis=jax.tree.map(lambda leaf: leaf[s], phi.phis))
-  return jax.tree.map(lambda leaf: leaf[s], phi)
+    return phi._replace(phis=seeds.pick(phi.phis, s))
+  return seeds.pick(phi, s)

@@ -87,22 +87,39 @@ def enable(cfg) -> str | None:
 CORES_PER_COMPILE = 4
 
 
-def concurrently(jobs: Sequence[Callable[[], Any]], max_workers: int | None = None) -> list:
-  """Runs zero-argument `jobs` (each typically `fn.lower(...).compile()`) in threads under the
-  caller's matmul precision and mesh, one thread per `CORES_PER_COMPILE` cores (none on a
-  small machine); returns their results in order."""
+def _caller_settings() -> Callable[[Callable[[], Any]], Any]:
+  """A runner of zero-argument jobs under this thread's matmul precision and mesh (both are
+  thread-local: a thread starts without them)."""
   precision = jax.config.values["jax_default_matmul_precision"]
   mesh = jax.sharding.get_mesh()
 
   def run(job):
     with jax.default_matmul_precision(precision), jax.set_mesh(mesh):
       return job()
+  return run
 
+
+def concurrently(jobs: Sequence[Callable[[], Any]], max_workers: int | None = None) -> list:
+  """Runs zero-argument `jobs` (each typically `fn.lower(...).compile()`) in threads under the
+  caller's matmul precision and mesh, one thread per `CORES_PER_COMPILE` cores (none on a
+  small machine); returns their results in order."""
+  run = _caller_settings()
   workers = max_workers or min(len(jobs), (os.cpu_count() or 1) // CORES_PER_COMPILE)
   if workers <= 1:
     return [job() for job in jobs]
   with futures.ThreadPoolExecutor(workers) as pool:
     return list(pool.map(run, jobs))
+
+
+def in_background(jobs: Sequence[Callable[[], Any]]) -> futures.Future:
+  """`concurrently(jobs)` in a background thread, under the caller's settings: returns at
+  once, and the future's `result()` waits for the jobs (and raises what they raised). A study
+  compiles its later programs this way while its estimators train."""
+  run = _caller_settings()
+  pool = futures.ThreadPoolExecutor(1)
+  future = pool.submit(run, lambda: concurrently(jobs))
+  pool.shutdown(wait=False)  # the thread ends with the jobs
+  return future
 
 
 XLA_FLAG_DEFAULTS = {"xla_gpu_enable_triton_gemm": "false"}

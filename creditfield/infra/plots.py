@@ -15,12 +15,17 @@ LEGEND_INSIDE = 6  # the most lines whose legend is drawn inside the axes
 def _save(fig, path: str) -> None:
   if distributed.is_writer():  # process 0 of a multi-host run
     fig.tight_layout()
-    # Legends drawn below their axes are out of the layout, so the default artists leave
-    # them out of the saved area: they are added back.
+    # Legends drawn below their axes are out of the layout, so the saved area is grown to hold
+    # them (the default artists plus those legends). Only then: a tight bounding box measures
+    # every text again, which took most of a study's outputs time (17 CIFAR-10 Phase 6C plots:
+    # 19 s on 2 cores).
     outside = [ax.get_legend() for ax in fig.axes
                if ax.get_legend() is not None and not ax.get_legend().get_in_layout()]
-    fig.savefig(path, dpi=110, bbox_inches="tight",
-                bbox_extra_artists=[*fig.get_default_bbox_extra_artists(), *outside])
+    if outside:
+      fig.savefig(path, dpi=110, bbox_inches="tight",
+                  bbox_extra_artists=[*fig.get_default_bbox_extra_artists(), *outside])
+    else:
+      fig.savefig(path, dpi=110)
   plt.close(fig)
 
 

@@ -283,29 +283,25 @@ def _snapshot_rows(r, built, switched, snap, seeds, variants, estimators_dir, co
       p.batch_size) for seed in seeds])
   sweeps = Sweeps(config, student_params, batches, heldout_xy,
                   jax.numpy.asarray(p.lrs, dtype=jax.numpy.float32), projections)
-  # Every estimator trained (or restored) first, then the study's programs compiled (the
-  # sweep, the quality and the update diagnostics: each serves every credit, rule, eta, lr and
-  # seed), then run.
-  with run_stats.stage("estimators"):
-    phis = {name: trained_estimators(r, est, student_params, seeds, m, estimators_dir, tags)
-            for name, est in built.items()}
   sweep_keys = {name: seeds_lib.keys(
       lambda seed, name=name: rng.stream(rng.estimator_stream(seed, name, m), "phase6"), seeds)
       for name in built}
   diagnostic_batches = [common.diagnostics_batch(r, seed) for seed in seeds]
-  if compile:  # the study's three programs at once, before running any
-    switch_S = estimators.switch_params(0, phis.values())
-    keys_S = next(iter(sweep_keys.values()))
-    (x, y), phi, key = diagnostic_batches[0], estimators.pick_seed(switch_S, 0), keys_S[0]
-    quality = diagnostics.quality_program(switched, config.diagnostics)
-    updates = update_diagnostics.program(switched, config.diagnostics, p.update_embed,
-                                         with_quality=False)
-    with run_stats.stage("compile"):
-      compilation.concurrently([
-          lambda: sweeps.compile(switched, switch_S, keys_S),
-          lambda: quality.lower(phi, student_params, x, y, key).compile(),
-          lambda: updates.lower(*update_diagnostics.program_args(
-              student_params, x, y, phi, key, "inner_product", None, projections)).compile()])
+  # The study's programs (the sweep, the quality and the update diagnostics; each serves every
+  # credit, rule, eta, lr and seed) compile in the background while the estimators train: their
+  # parameters' shapes are known before training.
+  compiled = None
+  if compile:
+    shapes = [_stacked_shapes(r, est, student_params, seeds) for est in built.values()]
+    compiled = compilation.in_background(_program_jobs(
+        switched, sweeps, shapes, next(iter(sweep_keys.values())), student_params,
+        diagnostic_batches[0], projections, config))
+  with run_stats.stage("estimators"):
+    phis = {name: trained_estimators(r, est, student_params, seeds, m, estimators_dir, tags)
+            for name, est in built.items()}
+  if compiled is not None:
+    with run_stats.stage("compile"):  # what is left of it once the estimators are trained
+      compiled.result()
   with run_stats.stage("sweeps"):  # with the quality and update diagnostics of each
     rows = []
     for which, (name, est) in enumerate(built.items()):
@@ -341,6 +337,32 @@ def _snapshot_rows(r, built, switched, snap, seeds, variants, estimators_dir, co
           logging.info("snapshot %s %s %s %s eta=%s: dL_update(k=%d), mean over seeds %s", snap.id,
                        name, point, rule, eta, p.k, du[:, :, -1].mean(0))
   return rows
+
+
+def _stacked_shapes(r, est, student_params, seeds):
+  """The shapes (`jax.ShapeDtypeStruct`) of the estimator's parameters stacked over seeds, as
+  `trained_estimators` returns them, without training or initialising anything."""
+  cfg = r.config
+  one = jax.eval_shape(lambda key: estimator_training.initial_params(
+      est, key, student_params, r.dataset.x_train, r.dataset.y_train, cfg.estimator.batch_size),
+                       rng.estimator_stream(cfg.seed, est.name, cfg.credit.M))
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct((len(seeds),) + s.shape, s.dtype), one)
+
+
+def _program_jobs(switched, sweeps, phis_S, keys_S, student_params, diagnostics_xy, projections,
+                  config) -> list:
+  """Zero-argument jobs that compile the study's programs for credit parameters `phis_S` (one
+  per credit of `switched`, stacked over seeds; arrays or shapes)."""
+  switch_S = estimators.switch_params(0, phis_S)
+  phi = estimators.pick_seed(switch_S, 0)
+  (x, y), key = diagnostics_xy, keys_S[0]
+  quality = diagnostics.quality_program(switched, config.diagnostics)
+  updates = update_diagnostics.program(switched, config.diagnostics, config.phase6.update_embed,
+                                       with_quality=False)
+  return [lambda: sweeps.compile(switched, switch_S, keys_S),
+          lambda: quality.lower(phi, student_params, x, y, key).compile(),
+          lambda: updates.lower(*update_diagnostics.program_args(
+              student_params, x, y, phi, key, "inner_product", None, projections)).compile()]
 
 
 def correlation_rows(rows_at_k: list[dict], config) -> list[dict]:
