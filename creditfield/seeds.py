@@ -24,7 +24,7 @@ def pick(tree, s: int):
   """Seed s's slice of a stacked pytree (of arrays, or of `jax.ShapeDtypeStruct`s: its shapes)."""
   def one(leaf):
     if isinstance(leaf, jax.ShapeDtypeStruct):
-      return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype)
+      return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype, sharding=leaf.sharding)
     return leaf[s]
   return jax.tree.map(one, tree)
 

@@ -1,15 +1,16 @@
 """The pivot and Phase 6C studies end to end at their `runlocal` size."""
+import collections
 import json
 import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from creditfield import config_defaults
 from creditfield import estimators
-from creditfield import phase6_sweep
 from creditfield import rules
 from creditfield.infra import run as run_lib
 
@@ -77,11 +78,23 @@ def test_phase6c_runlocal_covers_its_credits_and_every_rule(phase6c_runlocal):
 
 
 def test_phase6_compiles_one_sweep_program_for_every_credit_and_times_its_stages(tmp_path):
-  # Shapes no other test here uses (k=2), so the program is new to this process.
-  before = phase6_sweep.sweep_seeds._cache_size()  # pylint: disable=protected-access
-  _run("phase6a", tmp_path, **{"credit.names": "oracle,identity,zero,oracle_dial",
-                               "phase6.k": 2})
-  assert phase6_sweep.sweep_seeds._cache_size() == before + 1  # pylint: disable=protected-access
+  # Every kind of credit: free, exact, the dial, learned (their parameters' shapes are known
+  # before training, so the program compiles while they train and is not compiled again).
+  compiles = collections.Counter()
+
+  def listen(event, duration, fun_name="?", **unused):
+    del duration
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles[fun_name] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    _run("phase6a", tmp_path, **{"credit.names": "oracle,dfa,vector_field,zero,oracle_dial",
+                                 "phase6.k": 2, "compile_cache.dir": "none"})
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert compiles["jit(sweep_seeds)"] == 1 and compiles["jit(run)"] == 1, compiles
+  assert compiles["jit(measure)"] == 2, compiles  # the switch's, and vector_field's monitor
   stats = json.loads((tmp_path / "run_stats.json").read_text())
   assert list(stats["stage_seconds"]) == ["data", "snapshot", "estimators", "compile", "sweeps",
                                           "outputs"]
