@@ -5,8 +5,8 @@ r"""Collects what whole studies cost into one benchmark file, from their own run
 
 Each argument is `cache:workdir`: `cold` for a run on a bare machine (empty compilation
 cache, data not yet prepared), `warm` for the same command rerun after it. Writes a JSON
-list of rows {study, cache, wall_s, compile_s, peak_memory_mb, device_kind, workdir} and
-prints them as a table.
+list of rows {study, cache, wall_s, compile_s, stage_seconds, peak_memory_mb, device_kind,
+workdir, ...} (after the file's rows with --append) and prints the new ones as a table.
 """
 import json
 import os
@@ -19,6 +19,7 @@ from creditfield.infra import run_stats
 
 _OUT = flags.DEFINE_string("out", None, "The JSON file to write.")
 flags.mark_flag_as_required("out")
+_APPEND = flags.DEFINE_bool("append", False, "Keep the rows already in --out, adding these.")
 CACHES = ("cold", "warm")
 COLUMNS = ("study", "cache", "wall_s", "compile_s", "peak_memory_mb", "device_kind", "workdir")
 
@@ -36,8 +37,12 @@ def main(argv):
   rows = [row(a) for a in argv[1:]]
   if not rows:
     raise app.UsageError("Name at least one cache:workdir.")
+  earlier = []
+  if _APPEND.value and os.path.exists(_OUT.value):
+    with open(_OUT.value) as f:
+      earlier = json.load(f)
   with open(_OUT.value, "w") as f:
-    json.dump(rows, f, indent=1)
+    json.dump(earlier + rows, f, indent=1)
   print(outputs.text_table(rows, COLUMNS))
 
 
