@@ -57,7 +57,8 @@ def get_config(arg=None):
   if "runlocal" in args:
     config_defaults.shrink_for_runlocal(c)
     # One credit of each kind (exact, free, learned, no credit, the dial at three cosines):
-    # every credit is one more compiled program, and this must run in under a minute.
+    # every credit adds its code to the study's programs (a learned one, a training too), and this
+    # must run in under a minute.
     c.credit.names = "oracle,identity,vector_field,zero,oracle_dial"
     c.phase6.update(dict(k=3, batch_size=64, heldout_size=512, etas=(0.1, 1.0),
                          dial_gammas=(0.0, 0.5, 1.0)))

@@ -5,7 +5,9 @@ trained and saved here); every learned estimator trained against the frozen snap
 seeds at once (saved under workdir/estimators/ with the settings that made them, and
 restored on a rerun with the same settings); Gamma and rho of each credit on the snapshot;
 then for every credit x rule (x eta) one jitted k-step scan, vmapped over the lrs and the
-seeds, reporting delta_loss_update and delta_loss_heldout. `oracle_dial` runs at every
+seeds, reporting delta_loss_update and delta_loss_heldout. Every credit runs behind one
+`lax.switch` (estimators/switch.py), so the study compiles one sweep program (and one quality,
+one update-diagnostics program), while the estimators train. `oracle_dial` runs at every
 cosine of `phase6.dial_gammas`, and Spearman's rho of delta loss with Gamma (over the dial,
 and over the other credits) becomes `kind: "correlation"` rows.
 """
@@ -304,7 +306,7 @@ def _snapshot_rows(r, built, switched, snap, seeds, variants, estimators_dir, co
       compiled.result()
   with run_stats.stage("sweeps"):  # with the quality and update diagnostics of each
     rows = []
-    for which, (name, est) in enumerate(built.items()):
+    for which, name in enumerate(built):
       for point, phi_S in credit_points(name, phis[name], p, len(seeds)):
         # This credit (at this point) behind the switch; the others' parameters ride along.
         switch_S = estimators.switch_params(which, dict(phis, **{name: phi_S}).values())
