@@ -141,21 +141,55 @@ def train_seeds(estimator: base.CreditEstimator, student_params, x_train, y_trai
               on_metrics=on_metrics, skip_nonfinite=skip_nonfinite, image_shape=image_shape,
               monitor=monitors[s], resume_dir=resume_dir and os.path.join(resume_dir, f"seed{s}"),
               **tags[s]) for s in range(num_seeds)])
-  phi = jax.vmap(lambda k, p: initial_params(estimator, k, p, x_train, y_train, cfg.batch_size),
-                 in_axes=(0, 0 if student_per_seed else None))(keys, student_params)
-  if not estimator.learned or cfg.steps == 0:
+  phi, program = _seeds_program(estimator, student_params, x_train, y_train, cfg, keys,
+                                image_shape, skip_nonfinite, student_per_seed)
+  if program is None:
     return phi
-  step_fn = seeds_step(make_train_step(estimator, cfg, image_shape, skip_nonfinite),
-                       student_per_seed)
+  step_fn, state, data = program
 
   def records(first_step, metrics, phi):
     return [record for s in range(num_seeds) for record in _records(
         first_step, seeds_lib.chunk_metrics(metrics, s), seeds_lib.pick(phi, s), monitors[s],
         tags[s])]
 
-  return _fit(step_fn, jax.vmap(lambda p: init_state(cfg, p))(phi),
-              StepData(student_params, x_train, y_train, keys), cfg, records, on_metrics,
+  return _fit(step_fn, state, data, cfg, records, on_metrics,
               f"estimator {estimator.name} ({num_seeds} seeds)", resume_dir)
+
+
+def _seeds_program(estimator, student_params, x_train, y_train, cfg, keys, image_shape,
+                   skip_nonfinite, student_per_seed):
+  """(phi, program) of the vmapped training: the initial parameters stacked over seeds, and
+  (step_fn, initial state, StepData), or None where there is nothing to train."""
+  phi = jax.vmap(lambda k, p: initial_params(estimator, k, p, x_train, y_train, cfg.batch_size),
+                 in_axes=(0, 0 if student_per_seed else None))(keys, student_params)
+  if not estimator.learned or cfg.steps == 0:
+    return phi, None
+  step_fn = seeds_step(make_train_step(estimator, cfg, image_shape, skip_nonfinite),
+                       student_per_seed)
+  return phi, (step_fn, jax.vmap(lambda p: init_state(cfg, p))(phi),
+               StepData(student_params, x_train, y_train, keys))
+
+
+def compile_seeds(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg, keys,
+                  *, vmapped: bool = True, skip_nonfinite: bool = False, image_shape=None,
+                  student_per_seed: bool = False) -> None:
+  """Compiles the training chunk that `train_seeds` with these arguments runs, without
+  training (a study compiles it in the background while it does other work; the training
+  then finds it compiled). Lowered for real initial states and data, so the program is the
+  one the training calls, placements included."""
+  if not estimator.learned or cfg.steps == 0:
+    return
+  if vmapped:
+    _, (step_fn, state, data) = _seeds_program(estimator, student_params, x_train, y_train, cfg,
+                                               keys, image_shape, skip_nonfinite,
+                                               student_per_seed)
+  else:
+    student = seeds_lib.pick(student_params, 0) if student_per_seed else student_params
+    phi = initial_params(estimator, keys[0], student, x_train, y_train, cfg.batch_size)
+    step_fn = make_train_step(estimator, cfg, image_shape, skip_nonfinite)
+    state, data = init_state(cfg, phi), StepData(student, x_train, y_train, keys[0])
+  steps = jax.numpy.arange(training_loop.chunk_size(cfg.steps, cfg.log_every))
+  training_loop.jitted_chunk(step_fn).lower(state, steps, data).compile()
 
 
 def _records(first_step, metrics, phi, monitor, tags) -> list[dict]:

@@ -12,6 +12,7 @@ import pytest
 from creditfield import config_defaults
 from creditfield import estimators
 from creditfield import rules
+from creditfield.infra import compilation
 from creditfield.infra import run as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,9 +78,13 @@ def test_phase6c_runlocal_covers_its_credits_and_every_rule(phase6c_runlocal):
       r for r in result["rows"] if r["seed"] == "all"]
 
 
-def test_phase6_compiles_one_sweep_program_for_every_credit_and_times_its_stages(tmp_path):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_phase6_compiles_one_sweep_program_for_every_credit_and_times_its_stages(
+    tmp_path, monkeypatch, workers):
   # Every kind of credit: free, exact, the dial, learned (their parameters' shapes are known
-  # before training, so the program compiles while they train and is not compiled again).
+  # before training, so every program compiles in the background, the sweep while they train,
+  # and none is compiled again). One compile thread (2 cores), and several (the sweep first).
+  monkeypatch.setattr(compilation, "background_workers", lambda: workers)
   compiles = collections.Counter()
 
   def listen(event, duration, fun_name="?", **unused):
@@ -95,6 +100,7 @@ def test_phase6_compiles_one_sweep_program_for_every_credit_and_times_its_stages
     jax.monitoring.unregister_event_duration_listener(listen)
   assert compiles["jit(sweep_seeds)"] == 1 and compiles["jit(run)"] == 1, compiles
   assert compiles["jit(measure)"] == 2, compiles  # the switch's, and vector_field's monitor
+  assert compiles["jit(chunk)"] == 2, compiles  # the snapshot's, and vector_field's training
   stats = json.loads((tmp_path / "run_stats.json").read_text())
   assert list(stats["stage_seconds"]) == ["data", "snapshot", "estimators", "compile", "sweeps",
                                           "outputs"]

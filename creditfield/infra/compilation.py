@@ -10,9 +10,10 @@ Entries are keyed by the program, the compile options, the XLA flags and the JAX
 written atomically (write to a temporary file, then rename), so runs sharing a folder are safe:
 two processes that compile the same program write the same entry.
 
-`concurrently` compiles a study's programs before running them, several at once: XLA compiles outside Python's lock, so programs lowered and compiled in threads take about
-as long as the longest of them on enough cores; a jitted call afterwards finds its compiled
-program in JAX's cache and only traces. The matmul precision and the mesh are thread-local
+`in_background` compiles a study's programs while it does other work, several at once: XLA
+compiles outside Python's lock, so programs lowered and compiled in threads take about as long
+as the longest of them on enough cores; a jitted call afterwards finds its compiled program in
+JAX's cache. The matmul precision and the mesh are thread-local
 settings, so each worker enters the caller's: a program compiled under other settings would
 be another program.
 
@@ -87,6 +88,11 @@ def enable(cfg) -> str | None:
 CORES_PER_COMPILE = 4
 
 
+def background_workers() -> int:
+  """Threads that compile in the background: one per `CORES_PER_COMPILE` cores, at least one."""
+  return max(1, (os.cpu_count() or 1) // CORES_PER_COMPILE)
+
+
 def _caller_settings() -> Callable[[Callable[[], Any]], Any]:
   """A runner of zero-argument jobs under this thread's matmul precision and mesh (both are
   thread-local: a thread starts without them)."""
@@ -99,27 +105,18 @@ def _caller_settings() -> Callable[[Callable[[], Any]], Any]:
   return run
 
 
-def concurrently(jobs: Sequence[Callable[[], Any]], max_workers: int | None = None) -> list:
-  """Runs zero-argument `jobs` (each typically `fn.lower(...).compile()`) in threads under the
-  caller's matmul precision and mesh, one thread per `CORES_PER_COMPILE` cores (none on a
-  small machine); returns their results in order."""
+def in_background(jobs: Sequence[Callable[[], Any]],
+                  max_workers: int | None = None) -> list[futures.Future]:
+  """Starts zero-argument `jobs` (each typically `fn.lower(...).compile()`) in background
+  threads, in the order given, each under the caller's matmul precision and mesh; returns at
+  once with one future per job, whose `result()` waits for it (and raises what it raised).
+  A study compiles its later programs this way while it trains: whoever needs a program
+  waits for its future, then its jitted call finds the program compiled."""
   run = _caller_settings()
-  workers = max_workers or min(len(jobs), (os.cpu_count() or 1) // CORES_PER_COMPILE)
-  if workers <= 1:
-    return [job() for job in jobs]
-  with futures.ThreadPoolExecutor(workers) as pool:
-    return list(pool.map(run, jobs))
-
-
-def in_background(jobs: Sequence[Callable[[], Any]]) -> futures.Future:
-  """`concurrently(jobs)` in a background thread, under the caller's settings: returns at
-  once, and the future's `result()` waits for the jobs (and raises what they raised). A study
-  compiles its later programs this way while its estimators train."""
-  run = _caller_settings()
-  pool = futures.ThreadPoolExecutor(1)
-  future = pool.submit(run, lambda: concurrently(jobs))
-  pool.shutdown(wait=False)  # the thread ends with the jobs
-  return future
+  pool = futures.ThreadPoolExecutor(max_workers or background_workers())
+  out = [pool.submit(run, job) for job in jobs]
+  pool.shutdown(wait=False)  # the threads end with the jobs
+  return out
 
 
 XLA_FLAG_DEFAULTS = {"xla_gpu_enable_triton_gemm": "false"}

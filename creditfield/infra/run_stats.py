@@ -6,7 +6,7 @@ themselves rather than from a stopwatch around them.
 
 `compile_s` sums JAX's own compile events (tracing, lowering to MLIR, and XLA compilation or
 its retrieval from the persistent cache) over every program; programs compiled on several
-threads at once (`compilation.concurrently`) add up, so it can exceed `wall_s`.
+threads at once (`compilation.in_background`) add up, so it can exceed `wall_s`.
 `compile_seconds_by_program` splits it by the jitted function's name (several programs of one
 function add up), largest first, so the next slow compile is named. `stage_seconds`: the wall
 seconds of each stage a study marks with `stage(name)` (data, snapshot, estimators, compile,

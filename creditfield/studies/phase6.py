@@ -11,6 +11,8 @@ one update-diagnostics program), while the estimators train. `oracle_dial` runs 
 cosine of `phase6.dial_gammas`, and Spearman's rho of delta loss with Gamma (over the dial,
 and over the other credits) becomes `kind: "correlation"` rows.
 """
+import functools
+import operator
 import os
 
 from absl import logging
@@ -135,13 +137,26 @@ def rule_variants(cfg) -> list[tuple[str, float | None]]:
   return out
 
 
+def _estimator_keys(r, est, seeds, m: int):
+  return seeds_lib.keys(lambda seed: rng.estimator_stream(seed, est.name, m), seeds)
+
+
+def _estimator_paths(est, seeds, m: int, directory: str) -> list[str]:
+  return [os.path.join(directory, f"{est.name}_M{m}_seed{seed}") for seed in seeds]
+
+
+def _restorable(est, seeds, m: int, directory: str) -> bool:
+  """Whether `trained_estimators` restores this estimator instead of training it."""
+  return est.learned and all(os.path.isdir(p) for p in _estimator_paths(est, seeds, m, directory))
+
+
 def trained_estimators(r, est, student_params, seeds, m: int, directory: str, tags: dict):
   """The estimator's parameters for every seed, stacked: restored from `directory` (if its
   estimator config is unchanged), or trained (all seeds at once) and saved there."""
-  keys = seeds_lib.keys(lambda seed: rng.estimator_stream(seed, est.name, m), seeds)
-  paths = [os.path.join(directory, f"{est.name}_M{m}_seed{seed}") for seed in seeds]
+  keys = _estimator_keys(r, est, seeds, m)
+  paths = _estimator_paths(est, seeds, m, directory)
   settings = checkpoints.estimator_settings(r.config, r.dataset.fingerprint, student_params)
-  if est.learned and all(os.path.isdir(path) for path in paths):
+  if _restorable(est, seeds, m, directory):
     like = estimator_training.initial_params(est, keys[0], student_params, r.dataset.x_train,
                                              r.dataset.y_train, r.config.estimator.batch_size)
     logging.info("Restoring the trained %s (%d seeds) from %s", est.name, len(seeds),
@@ -161,6 +176,24 @@ def trained_estimators(r, est, student_params, seeds, m: int, directory: str, ta
     for i, path in enumerate(paths):
       checkpoints.save_estimator(path, seeds_lib.pick(phis, i), settings)
   return phis
+
+
+def _training_jobs(r, est, student_params, seeds, m: int, directory: str, phi_S) -> list:
+  """Jobs that compile what `trained_estimators` will run for `est` (its training chunk and
+  its monitor's quality program; `phi_S` its parameters' stacked shapes); none if it is
+  restored or does not learn."""
+  cfg = r.config
+  if not est.learned or cfg.estimator.steps == 0 or _restorable(est, seeds, m, directory):
+    return []
+  keys = _estimator_keys(r, est, seeds, m)
+  x, y = common.diagnostics_batch(r, seeds[0])  # the monitor's batches all have this shape
+  monitor = diagnostics.quality_program(est, cfg.diagnostics)
+  return [lambda: estimator_training.compile_seeds(
+              est, student_params, r.dataset.x_train, r.dataset.y_train, cfg.estimator, keys,
+              vmapped=cfg.vmap_seeds, skip_nonfinite=cfg.skip_nonfinite,
+              image_shape=r.dataset.image_shape),
+          lambda: monitor.lower(seeds_lib.pick(phi_S, 0), student_params, x, y,
+                                rng.stream(keys[0], "eval")).compile()]
 
 
 def credit_points(name: str, phis, cfg, num_seeds: int) -> list[tuple[dict, object]]:
@@ -289,21 +322,33 @@ def _snapshot_rows(r, built, switched, snap, seeds, variants, estimators_dir, co
       lambda seed, name=name: rng.stream(rng.estimator_stream(seed, name, m), "phase6"), seeds)
       for name in built}
   diagnostic_batches = [common.diagnostics_batch(r, seed) for seed in seeds]
-  # The study's programs (the sweep, the quality and the update diagnostics; each serves every
-  # credit, rule, eta, lr and seed) compile in the background while the estimators train: their
-  # parameters' shapes are known before training.
-  compiled = None
+  # Every program of the study compiles in the background from the parameters' shapes (known
+  # before training): the estimators' training chunks and monitors, and the sweep, quality and
+  # update diagnostics (each serving every credit, rule, eta, lr and seed). An estimator waits
+  # for its own before it trains; the sweeps wait for the rest.
+  waits: dict[str, list] = {}  # the compiles each part waits for: an estimator's, the sweeps'
   if compile:
-    shapes = [_stacked_shapes(r, est, student_params, seeds) for est in built.values()]
-    compiled = compilation.in_background(_program_jobs(
-        switched, sweeps, shapes, next(iter(sweep_keys.values())), student_params,
-        diagnostic_batches[0], projections, config))
+    shapes = {name: _stacked_shapes(r, est, student_params, seeds) for name, est in built.items()}
+    training = [(name, job) for name, est in built.items() for job in _training_jobs(
+        r, est, student_params, seeds, m, estimators_dir, shapes[name])]
+    study = [("sweeps", job) for job in _program_jobs(
+        switched, sweeps, list(shapes.values()), next(iter(sweep_keys.values())), student_params,
+        diagnostic_batches[0], projections, config)]
+    # Several threads: the sweep (the longest compile) first; one thread: in the order of need.
+    ordered = (study[:1] + training + study[1:] if compilation.background_workers() > 1
+               else training + study)
+    for (who, _), future in zip(ordered, compilation.in_background([job for _, job in ordered])):
+      waits.setdefault(who, []).append(future)
   with run_stats.stage("estimators"):
-    phis = {name: trained_estimators(r, est, student_params, seeds, m, estimators_dir, tags)
-            for name, est in built.items()}
-  if compiled is not None:
+    phis = {}
+    for name, est in built.items():
+      for future in waits.get(name, []):
+        future.result()
+      phis[name] = trained_estimators(r, est, student_params, seeds, m, estimators_dir, tags)
+  if "sweeps" in waits:
     with run_stats.stage("compile"):  # what is left of it once the estimators are trained
-      compiled.result()
+      for future in waits["sweeps"]:
+        future.result()
   with run_stats.stage("sweeps"):  # with the quality and update diagnostics of each
     rows = []
     for which, name in enumerate(built):
@@ -425,18 +470,27 @@ def _correlations_over_snapshots(per_snapshot: list[dict]) -> list[dict]:
 
 
 def _plot(workdir: str, summary: list[dict], final: list[dict], variants, p) -> None:
-  label = common.credit_label
+  """The study's figures, drawn in parallel processes (`plots.draw`): rows carry their labels."""
+  labelled = lambda rows: [dict(r, plot_label=common.credit_label(r)) for r in rows]
+  summary, final = labelled(summary), labelled(final)
+  label = operator.itemgetter("plot_label")
+  figures = []
   for rule, eta in dict.fromkeys(variants):
     tag = rule if eta is None else f"{rule}_eta{eta:g}"
     at_rule = [s for s in final if s["rule"] == rule and s.get("eta") == eta]
-    plots.lines(at_rule, os.path.join(workdir, f"delta_loss_vs_lr_{tag}.png"), x="lr",
-                y="delta_loss_update", label=label, xlog=True,
-                title=f"{tag}: delta loss after {p.k} steps (update batches)")
-    plots.delta_vs_gamma(at_rule, os.path.join(workdir, f"delta_loss_vs_gamma_{tag}.png"),
-                         deltas=DELTAS, dial="oracle_dial", label=label,
-                         title=f"{tag}: delta loss after {p.k} steps against Gamma")
+    figures += [
+        functools.partial(plots.lines, at_rule,
+                          os.path.join(workdir, f"delta_loss_vs_lr_{tag}.png"), x="lr",
+                          y="delta_loss_update", label=label, xlog=True,
+                          title=f"{tag}: delta loss after {p.k} steps (update batches)"),
+        functools.partial(plots.delta_vs_gamma, at_rule,
+                          os.path.join(workdir, f"delta_loss_vs_gamma_{tag}.png"),
+                          deltas=DELTAS, dial="oracle_dial", label=label,
+                          title=f"{tag}: delta loss after {p.k} steps against Gamma")]
   smallest = min(p.lrs)
-  plots.lines([s for s in summary if s["rule"] == variants[0][0] and s["lr"] == smallest
-               and s.get("eta") == variants[0][1]],
-              os.path.join(workdir, "delta_loss_vs_k.png"), x="k", y="delta_loss_update",
-              label=label, title=f"{variants[0][0]}, lr={smallest:g}: delta loss vs k")
+  figures.append(functools.partial(
+      plots.lines, [s for s in summary if s["rule"] == variants[0][0] and s["lr"] == smallest
+                    and s.get("eta") == variants[0][1]],
+      os.path.join(workdir, "delta_loss_vs_k.png"), x="k", y="delta_loss_update",
+      label=label, title=f"{variants[0][0]}, lr={smallest:g}: delta loss vs k"))
+  plots.draw(figures)
