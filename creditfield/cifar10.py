@@ -10,6 +10,8 @@ data_dir prepared as `array_record`:
     files give the same fingerprint on every machine;
   * TFDS's own `cifar10`, already prepared as array_record in
     `--config.data.tfds_data_dir` (prepare it with TFDS where there is internet).
+An image-folder source's decoded splits are also kept beside its records
+(`creditfield_decoded/<fingerprint>.npz`), so a later run reads them at once.
 Images are scaled to [0, 1], normalised per channel with the training split's
 mean and std, and flattened to 3072 features for the MLP student. The held-out
 split is CIFAR-10's test split.
@@ -186,6 +188,29 @@ def _read_split(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
   return images, labels
 
 
+def decoded_path(data_dir: str, fingerprint: str) -> str:
+  """Where the decoded splits of an image-folder source are kept, beside its TFDS records."""
+  return os.path.join(data_dir, "creditfield_decoded", f"{fingerprint}.npz")
+
+
+def _read_splits_via_cache(builder, path: str):
+  """Both splits as (uint8 images, int32 labels): from `path`, the arrays a previous run read
+  from these very records (named by the source's content fingerprint), else read record by
+  record (9 s for CIFAR-10 against 0.2 s) and kept there."""
+  if os.path.exists(path):
+    with np.load(path) as f:
+      return [(f[f"x_{split}"], f[f"y_{split}"]) for split in SPLITS]
+  splits = [_read_split(builder, split) for split in SPLITS]
+  if distributed.is_writer():
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"  # written whole, then renamed: a reader never sees half
+    with open(tmp, "wb") as f:
+      np.savez(f, **{f"{xy}_{split}": a for split, pair in zip(SPLITS, splits)
+                     for xy, a in zip("xy", pair)})
+    os.replace(tmp, path)
+  return splits
+
+
 def normalise(train_u8, test_u8):
   """[0, 1] scaling, per-channel standardisation with training statistics, flattening."""
   # The statistics from each channel's histogram, exact in integers (a float32 sum over 51M
@@ -221,7 +246,11 @@ def load(config) -> dataset_lib.Dataset:
     builder = tfds.builder("cifar10", data_dir=config.data.tfds_data_dir)
     fingerprint, source = f"tfds_cifar10_{builder.version}", f"TFDS cifar10 {builder.version}"
   try:
-    (x_train, y_train), (x_test, y_test) = (_read_split(builder, s) for s in SPLITS)
+    if config.data.dir:
+      (x_train, y_train), (x_test, y_test) = _read_splits_via_cache(
+          builder, decoded_path(data_dir, fingerprint))
+    else:
+      (x_train, y_train), (x_test, y_test) = (_read_split(builder, s) for s in SPLITS)
   except DataError:
     raise
   except Exception as e:  # TFDS raises several types for a missing or unprepared dataset.

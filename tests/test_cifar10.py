@@ -53,6 +53,23 @@ def test_a_changed_source_is_prepared_again(tmp_path):
   assert len(os.listdir(tmp_path / "tfds" / "image_folder_cifar10")) == 2
 
 
+def test_a_later_run_reads_the_decoded_splits_its_source_left(tmp_path, monkeypatch):
+  root = _write_folder(tmp_path / "images")
+  first = cifar10.load(_config(tmp_path, root))
+  assert os.path.exists(cifar10.decoded_path(str(tmp_path / "tfds"), first.fingerprint))
+
+  def unread(*unused):
+    raise AssertionError("the records were read again")
+  monkeypatch.setattr(cifar10, "_read_split", unread)
+  again = cifar10.load(_config(tmp_path, root))
+  for name in ("x_train", "y_train", "x_test", "y_test"):
+    np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+  # A changed source has another fingerprint, so its records are read (not the old arrays).
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "train" / "bird" / "0009.png")
+  with pytest.raises(cifar10.DataError, match="read again"):
+    cifar10.load(_config(tmp_path, root))
+
+
 def test_tfds_cifar10_is_read_the_same_way_under_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=12):
     data = cifar10.load(_config(tmp_path, tfds_dir=tmp_path / "tfds_prepared"))

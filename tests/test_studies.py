@@ -102,8 +102,8 @@ def test_phase6_compiles_one_sweep_program_for_every_credit_and_times_its_stages
   assert compiles["jit(measure)"] == 2, compiles  # the switch's, and vector_field's monitor
   assert compiles["jit(chunk)"] == 2, compiles  # the snapshot's, and vector_field's training
   stats = json.loads((tmp_path / "run_stats.json").read_text())
-  assert list(stats["stage_seconds"]) == ["data", "snapshot", "estimators", "compile", "sweeps",
-                                          "outputs"]
+  assert list(stats["stage_seconds"]) == ["data", "snapshot", "estimators", "compile", "quality",
+                                          "sweeps", "update_diagnostics", "outputs"]
   assert sum(stats["stage_seconds"].values()) < stats["wall_s"]
 
 

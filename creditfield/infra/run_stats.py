@@ -10,7 +10,8 @@ threads at once (`compilation.in_background`) add up, so it can exceed `wall_s`.
 `compile_seconds_by_program` splits it by the jitted function's name (several programs of one
 function add up), largest first, so the next slow compile is named. `stage_seconds`: the wall
 seconds of each stage a study marks with `stage(name)` (data, snapshot, estimators, compile,
-sweeps, outputs: where the wall time went), in the order they first ended.
+quality, sweeps, update_diagnostics, outputs: where the wall time went; a stage entered many
+times adds up), in the order they first ended.
 """
 import contextlib
 import json

@@ -349,40 +349,46 @@ def _snapshot_rows(r, built, switched, snap, seeds, variants, estimators_dir, co
     with run_stats.stage("compile"):  # what is left of it once the estimators are trained
       for future in waits["sweeps"]:
         future.result()
-  with run_stats.stage("sweeps"):  # with the quality and update diagnostics of each
-    rows = []
-    for which, name in enumerate(built):
-      for point, phi_S in credit_points(name, phis[name], p, len(seeds)):
-        # This credit (at this point) behind the switch; the others' parameters ride along.
-        switch_S = estimators.switch_params(which, dict(phis, **{name: phi_S}).values())
-        bases = []
-        for i, seed in enumerate(seeds):
+  rows = []  # stages: each call, with its transfer to the host, adds to its stage
+  # Each seed's parameters of each credit, sliced once (a slice is tens of small device ops).
+  phis_by_seed = {name: [seeds_lib.pick(phi_S, i) for i in range(len(seeds))]
+                  for name, phi_S in phis.items()}
+  for which, name in enumerate(built):
+    eval_keys = [rng.stream(rng.estimator_stream(seed, name, m), "eval") for seed in seeds]
+    for point, phi_S in credit_points(name, phis[name], p, len(seeds)):
+      # This credit (at this point) behind the switch; the others' parameters ride along.
+      switch_S = estimators.switch_params(which, dict(phis, **{name: phi_S}).values())
+      per_seed = [estimators.switch_params(which, dict(
+          {n: by_seed[i] for n, by_seed in phis_by_seed.items()},
+          **{name: seeds_lib.pick(phi_S, i)}).values()) for i in range(len(seeds))]
+      bases = []
+      for i, seed in enumerate(seeds):
+        with run_stats.stage("quality"):
           quality = diagnostics.evaluate_credit(
-              switched, student_params, *diagnostic_batches[i],
-              estimators.pick_seed(switch_S, i),
-              rng.stream(rng.estimator_stream(seed, name, m), "eval"), config.diagnostics)
-          bases.append(dict(credit=name, seed=seed, snapshot=snap.id, **point,
-                            **diagnostics.summary(
-                                {k: quality[k] for k in ("gamma", "gamma_weighted", "rho")}),
-                            **({"M": m} if name in estimators.USES_M else {})))
-        for rule, eta in variants:
+              switched, student_params, *diagnostic_batches[i], per_seed[i], eval_keys[i],
+              config.diagnostics)
+        bases.append(dict(credit=name, seed=seed, snapshot=snap.id, **point,
+                          **diagnostics.summary(
+                              {k: quality[k] for k in ("gamma", "gamma_weighted", "rho")}),
+                          **({"M": m} if name in estimators.USES_M else {})))
+      for rule, eta in variants:
+        with run_stats.stage("sweeps"):
           du, dh = sweeps.run(switched, switch_S, sweep_keys[name], rule, eta)
-          for i, seed in enumerate(seeds):
-            # What the first update is, at the snapshot, on the diagnostics batch, with the same
-            # credit as the quality above (the same key).
+        for i, seed in enumerate(seeds):
+          # What the first update is, at the snapshot, on the diagnostics batch, with the same
+          # credit as the quality above (the same key).
+          with run_stats.stage("update_diagnostics"):
             updates = update_diagnostics.flat(update_diagnostics.evaluate(
-                switched, student_params, *diagnostic_batches[i],
-                estimators.pick_seed(switch_S, i),
-                rng.stream(rng.estimator_stream(seed, name, m), "eval"), config.diagnostics,
-                rule, eta, projections, p.update_embed, with_quality=False)[1])
-            base = dict(bases[i], **{k: updates[k] for k in UPDATES})
-            for j, lr in enumerate(p.lrs):
-              for k in range(p.k):
-                rows.append(dict(base, rule=rule, eta=eta, lr=float(lr), k=k + 1,
-                                 delta_loss_update=float(du[i, j, k]),
-                                 delta_loss_heldout=float(dh[i, j, k])))
-          logging.info("snapshot %s %s %s %s eta=%s: dL_update(k=%d), mean over seeds %s", snap.id,
-                       name, point, rule, eta, p.k, du[:, :, -1].mean(0))
+                switched, student_params, *diagnostic_batches[i], per_seed[i], eval_keys[i],
+                config.diagnostics, rule, eta, projections, p.update_embed, with_quality=False)[1])
+          base = dict(bases[i], **{k: updates[k] for k in UPDATES})
+          for j, lr in enumerate(p.lrs):
+            for k in range(p.k):
+              rows.append(dict(base, rule=rule, eta=eta, lr=float(lr), k=k + 1,
+                               delta_loss_update=float(du[i, j, k]),
+                               delta_loss_heldout=float(dh[i, j, k])))
+        logging.info("snapshot %s %s %s %s eta=%s: dL_update(k=%d), mean over seeds %s", snap.id,
+                     name, point, rule, eta, p.k, du[:, :, -1].mean(0))
   return rows
 
 
