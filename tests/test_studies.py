@@ -78,13 +78,12 @@ def test_phase6c_runlocal_covers_its_credits_and_every_rule(phase6c_runlocal):
       r for r in result["rows"] if r["seed"] == "all"]
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_phase6_compiles_one_sweep_program_for_every_credit_and_times_its_stages(
-    tmp_path, monkeypatch, workers):
-  # Every kind of credit: free, exact, the dial, learned (their parameters' shapes are known
-  # before training, so every program compiles in the background, the sweep while they train,
-  # and none is compiled again). One compile thread (2 cores), and several (the sweep first).
-  monkeypatch.setattr(compilation, "background_workers", lambda: workers)
+def test_phase6_compiles_each_program_once_in_the_background_and_times_its_stages(
+    tmp_path, monkeypatch):
+  """Every kind of credit (free, exact, the dial, learned): the parameters' shapes are known
+  before training, so every program compiles in the background and none is compiled again.
+  One compile thread (2 cores): one switch; three threads: three switches, compiled in
+  parallel, the sweeps first; the rows are the same."""
   compiles = collections.Counter()
 
   def listen(event, duration, fun_name="?", **unused):
@@ -92,16 +91,24 @@ def test_phase6_compiles_one_sweep_program_for_every_credit_and_times_its_stages
     if event == "/jax/core/compile/backend_compile_duration":
       compiles[fun_name] += 1
 
+  rows = {}
   jax.monitoring.register_event_duration_secs_listener(listen)
   try:
-    _run("phase6a", tmp_path, **{"credit.names": "oracle,dfa,vector_field,zero,oracle_dial",
-                                 "phase6.k": 2, "compile_cache.dir": "none"})
+    for workers in (1, 3):
+      monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
+      compiles.clear()
+      rows[workers] = _run("phase6a", tmp_path / str(workers), **{
+          "credit.names": "oracle,dfa,vector_field,zero,oracle_dial", "phase6.k": 2,
+          "compile_cache.dir": "none"})["rows"]
+      switches = workers  # 5 credits in `workers` groups
+      assert compiles["jit(sweep_seeds)"] == switches, compiles
+      assert compiles["jit(run)"] == switches, compiles
+      assert compiles["jit(measure)"] == switches + 1, compiles  # + vector_field's monitor
+      assert compiles["jit(chunk)"] == 2, compiles  # the snapshot's, and vector_field's training
   finally:
     jax.monitoring.unregister_event_duration_listener(listen)
-  assert compiles["jit(sweep_seeds)"] == 1 and compiles["jit(run)"] == 1, compiles
-  assert compiles["jit(measure)"] == 2, compiles  # the switch's, and vector_field's monitor
-  assert compiles["jit(chunk)"] == 2, compiles  # the snapshot's, and vector_field's training
-  stats = json.loads((tmp_path / "run_stats.json").read_text())
+  assert rows[1] == rows[3]
+  stats = json.loads((tmp_path / "3" / "run_stats.json").read_text())
   assert list(stats["stage_seconds"]) == ["data", "snapshot", "estimators", "compile", "quality",
                                           "sweeps", "update_diagnostics", "outputs"]
   assert sum(stats["stage_seconds"].values()) < stats["wall_s"]

@@ -171,6 +171,9 @@ def validate(config) -> None:
     for eta in tuple(p.etas) + (p.stretch_eta,):
       _require(0 < eta <= 10, f"config.phase6 eta values must lie in (0, 10], got {eta} "
                               "(config.phase6.etas / stretch_eta).")
+    _require(isinstance(p.compile_groups, int) and p.compile_groups >= 0,
+             f"config.phase6.compile_groups must be an integer >= 0 (0: one group per background "
+             f"compile thread), got {p.compile_groups!r}.")
   if "local_train" in config:
     t = config.local_train
     rules.parse_rules(t.rules)

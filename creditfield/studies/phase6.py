@@ -241,6 +241,21 @@ class Sweeps:
     return tuple(np.stack([d[i] for d in per_seed]) for i in range(2))
 
 
+def credit_switches(built: dict, num_groups: int) -> list[tuple[tuple[str, ...], object]]:
+  """The credits behind `num_groups` switches (`estimators.switch`), as (names, switch): each
+  switch's sweep, quality and update programs serve its credits, every rule, eta, lr and seed.
+
+  One switch compiles the least (the scaffolding once), but its compile is one thread's work:
+  82 s for CIFAR-10 Phase 6C's ten credits on an H200. A few, compiled in parallel threads
+  (`compilation.in_background`), end sooner where there are cores for them.
+  """
+  names = list(built)
+  num_groups = max(1, min(num_groups, len(names)))
+  bounds = [round(g * len(names) / num_groups) for g in range(num_groups + 1)]
+  groups = [tuple(names[a:b]) for a, b in zip(bounds, bounds[1:])]
+  return [(group, estimators.switch([built[n] for n in group])) for group in groups]
+
+
 def run(config, workdir: str) -> dict:
   names = estimators.parse_names(config.credit.names)
   variants = rule_variants(config.phase6)
@@ -248,8 +263,7 @@ def run(config, workdir: str) -> dict:
   p = config.phase6
   seeds = seeds_lib.seed_list(config)
   built = {name: estimators.make(name, r.spec, config.credit) for name in names}
-  # Every credit behind one index: the sweep, quality and update programs compile once each.
-  switched = estimators.switch(list(built.values()))
+  switches = credit_switches(built, p.compile_groups or compilation.background_workers())
   num_test = r.dataset.x_test.shape[0]
   if p.heldout_size > num_test:  # a silently smaller held-out set would be another measurement
     raise validation.ConfigError(f"config.phase6.heldout_size={p.heldout_size} is larger than "
@@ -262,7 +276,7 @@ def run(config, workdir: str) -> dict:
     snapshot_evals[snap.id] = snap.eval
     estimators_dir = os.path.join(r.workdir, "estimators",
                                   *([f"snapshot{snap.id}"] if several else []))
-    rows += _snapshot_rows(r, built, switched, snap, seeds, variants, estimators_dir,
+    rows += _snapshot_rows(r, built, switches, snap, seeds, variants, estimators_dir,
                            compile=index == 0, tags=dict(snapshot=snap.id) if several else {})
   meta = outputs.run_meta(r.dataset, experiment=config.experiment,
                           wall_seconds=r.stopwatch.seconds(),
@@ -304,11 +318,10 @@ def write_outputs(workdir: str, rows: list[dict], config, meta: dict) -> dict:
   return {"rows": summary + correlations + rows, "meta": meta}
 
 
-def _snapshot_rows(r, built, switched, snap, seeds, variants, estimators_dir, compile: bool,
+def _snapshot_rows(r, built, switches, snap, seeds, variants, estimators_dir, compile: bool,
                    tags: dict) -> list[dict]:
-  """The per-seed rows (credit x rule x lr x k) of one snapshot, every credit run through
-  `switched` (`estimators.switch` of `built`'s); `tags` go on its estimators' training
-  records."""
+  """The per-seed rows (credit x rule x lr x k) of one snapshot, every credit run through its
+  switch of `switches` (`credit_switches`); `tags` go on its estimators' training records."""
   config, p, m = r.config, r.config.phase6, r.config.credit.M
   student_params = snap.params
   projections = rules_lib.projections(rng.stream(config.seed, "phase6", "projections"), r.spec)
@@ -331,12 +344,14 @@ def _snapshot_rows(r, built, switched, snap, seeds, variants, estimators_dir, co
     shapes = {name: _stacked_shapes(r, est, student_params, seeds) for name, est in built.items()}
     training = [(name, job) for name, est in built.items() for job in _training_jobs(
         r, est, student_params, seeds, m, estimators_dir, shapes[name])]
-    study = [("sweeps", job) for job in _program_jobs(
-        switched, sweeps, list(shapes.values()), next(iter(sweep_keys.values())), student_params,
-        diagnostic_batches[0], projections, config)]
-    # Several threads: the sweep (the longest compile) first; one thread: in the order of need.
-    ordered = (study[:1] + training + study[1:] if compilation.background_workers() > 1
-               else training + study)
+    study = [[("sweeps", job) for job in _program_jobs(
+        switched, sweeps, [shapes[n] for n in group], next(iter(sweep_keys.values())),
+        student_params, diagnostic_batches[0], projections, config)]
+             for group, switched in switches]
+    sweep_jobs, other_jobs = [jobs[0] for jobs in study], [j for jobs in study for j in jobs[1:]]
+    # Several threads: the sweeps (the longest compiles) first; one thread: in the order of need.
+    ordered = (sweep_jobs + training + other_jobs if compilation.background_workers() > 1
+               else training + sweep_jobs + other_jobs)
     for (who, _), future in zip(ordered, compilation.in_background([job for _, job in ordered])):
       waits.setdefault(who, []).append(future)
   with run_stats.stage("estimators"):
@@ -353,42 +368,45 @@ def _snapshot_rows(r, built, switched, snap, seeds, variants, estimators_dir, co
   # Each seed's parameters of each credit, sliced once (a slice is tens of small device ops).
   phis_by_seed = {name: [seeds_lib.pick(phi_S, i) for i in range(len(seeds))]
                   for name, phi_S in phis.items()}
-  for which, name in enumerate(built):
-    eval_keys = [rng.stream(rng.estimator_stream(seed, name, m), "eval") for seed in seeds]
-    for point, phi_S in credit_points(name, phis[name], p, len(seeds)):
-      # This credit (at this point) behind the switch; the others' parameters ride along.
-      switch_S = estimators.switch_params(which, dict(phis, **{name: phi_S}).values())
-      per_seed = [estimators.switch_params(which, dict(
-          {n: by_seed[i] for n, by_seed in phis_by_seed.items()},
-          **{name: seeds_lib.pick(phi_S, i)}).values()) for i in range(len(seeds))]
-      bases = []
-      for i, seed in enumerate(seeds):
-        with run_stats.stage("quality"):
-          quality = diagnostics.evaluate_credit(
-              switched, student_params, *diagnostic_batches[i], per_seed[i], eval_keys[i],
-              config.diagnostics)
-        bases.append(dict(credit=name, seed=seed, snapshot=snap.id, **point,
-                          **diagnostics.summary(
-                              {k: quality[k] for k in ("gamma", "gamma_weighted", "rho")}),
-                          **({"M": m} if name in estimators.USES_M else {})))
-      for rule, eta in variants:
-        with run_stats.stage("sweeps"):
-          du, dh = sweeps.run(switched, switch_S, sweep_keys[name], rule, eta)
+  for group, switched in switches:
+    for which, name in enumerate(group):
+      eval_keys = [rng.stream(rng.estimator_stream(seed, name, m), "eval") for seed in seeds]
+      for point, phi_S in credit_points(name, phis[name], p, len(seeds)):
+        # This credit (at this point) behind its switch; the others' parameters ride along.
+        switch_S = estimators.switch_params(which, [phi_S if n == name else phis[n]
+                                                    for n in group])
+        per_seed = [estimators.switch_params(which, [
+            seeds_lib.pick(phi_S, i) if n == name else phis_by_seed[n][i] for n in group])
+                    for i in range(len(seeds))]
+        bases = []
         for i, seed in enumerate(seeds):
-          # What the first update is, at the snapshot, on the diagnostics batch, with the same
-          # credit as the quality above (the same key).
-          with run_stats.stage("update_diagnostics"):
-            updates = update_diagnostics.flat(update_diagnostics.evaluate(
+          with run_stats.stage("quality"):
+            quality = diagnostics.evaluate_credit(
                 switched, student_params, *diagnostic_batches[i], per_seed[i], eval_keys[i],
-                config.diagnostics, rule, eta, projections, p.update_embed, with_quality=False)[1])
-          base = dict(bases[i], **{k: updates[k] for k in UPDATES})
-          for j, lr in enumerate(p.lrs):
-            for k in range(p.k):
-              rows.append(dict(base, rule=rule, eta=eta, lr=float(lr), k=k + 1,
-                               delta_loss_update=float(du[i, j, k]),
-                               delta_loss_heldout=float(dh[i, j, k])))
-        logging.info("snapshot %s %s %s %s eta=%s: dL_update(k=%d), mean over seeds %s", snap.id,
-                     name, point, rule, eta, p.k, du[:, :, -1].mean(0))
+                config.diagnostics)
+          bases.append(dict(credit=name, seed=seed, snapshot=snap.id, **point,
+                            **diagnostics.summary(
+                                {k: quality[k] for k in ("gamma", "gamma_weighted", "rho")}),
+                            **({"M": m} if name in estimators.USES_M else {})))
+        for rule, eta in variants:
+          with run_stats.stage("sweeps"):
+            du, dh = sweeps.run(switched, switch_S, sweep_keys[name], rule, eta)
+          for i, seed in enumerate(seeds):
+            # What the first update is, at the snapshot, on the diagnostics batch, with the same
+            # credit as the quality above (the same key).
+            with run_stats.stage("update_diagnostics"):
+              updates = update_diagnostics.flat(update_diagnostics.evaluate(
+                  switched, student_params, *diagnostic_batches[i], per_seed[i], eval_keys[i],
+                  config.diagnostics, rule, eta, projections, p.update_embed,
+                  with_quality=False)[1])
+            base = dict(bases[i], **{k: updates[k] for k in UPDATES})
+            for j, lr in enumerate(p.lrs):
+              for k in range(p.k):
+                rows.append(dict(base, rule=rule, eta=eta, lr=float(lr), k=k + 1,
+                                 delta_loss_update=float(du[i, j, k]),
+                                 delta_loss_heldout=float(dh[i, j, k])))
+          logging.info("snapshot %s %s %s %s eta=%s: dL_update(k=%d), mean over seeds %s",
+                       snap.id, name, point, rule, eta, p.k, du[:, :, -1].mean(0))
   return rows
 
 
