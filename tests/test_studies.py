@@ -81,9 +81,10 @@ def test_phase6c_runlocal_covers_its_credits_and_every_rule(phase6c_runlocal):
 def test_phase6_compiles_each_program_once_in_the_background_and_times_its_stages(
     tmp_path, monkeypatch):
   """Every kind of credit (free, exact, the dial, learned): the parameters' shapes are known
-  before training, so every program compiles in the background and none is compiled again.
-  One compile thread (2 cores): one switch; three threads: three switches, compiled in
-  parallel, the sweeps first; the rows are the same."""
+  before training, so the programs compile in the background and none is compiled again.
+  One compile thread (2 cores): one switch, the estimators compiling their own programs beside
+  it; three threads: three switches and the estimators' programs, the sweeps first. The rows
+  are the same."""
   compiles = collections.Counter()
 
   def listen(event, duration, fun_name="?", **unused):

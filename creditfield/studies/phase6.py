@@ -342,16 +342,18 @@ def _snapshot_rows(r, built, switches, snap, seeds, variants, estimators_dir, co
   waits: dict[str, list] = {}  # the compiles each part waits for: an estimator's, the sweeps'
   if compile:
     shapes = {name: _stacked_shapes(r, est, student_params, seeds) for name, est in built.items()}
-    training = [(name, job) for name, est in built.items() for job in _training_jobs(
+    # With one background thread the estimators compile their own programs as they come to
+    # train, beside it (two threads on two cores); with more, in the background too.
+    several = compilation.background_workers() > 1
+    training = [(name, job) for name, est in built.items() if several for job in _training_jobs(
         r, est, student_params, seeds, m, estimators_dir, shapes[name])]
     study = [[("sweeps", job) for job in _program_jobs(
         switched, sweeps, [shapes[n] for n in group], next(iter(sweep_keys.values())),
         student_params, diagnostic_batches[0], projections, config)]
              for group, switched in switches]
     sweep_jobs, other_jobs = [jobs[0] for jobs in study], [j for jobs in study for j in jobs[1:]]
-    # Several threads: the sweeps (the longest compiles) first; one thread: in the order of need.
-    ordered = (sweep_jobs + training + other_jobs if compilation.background_workers() > 1
-               else training + sweep_jobs + other_jobs)
+    # The sweeps (the longest compiles) first.
+    ordered = sweep_jobs + training + other_jobs
     for (who, _), future in zip(ordered, compilation.in_background([job for _, job in ordered])):
       waits.setdefault(who, []).append(future)
   with run_stats.stage("estimators"):
