@@ -215,3 +215,33 @@ def test_phase6_over_snapshots_pairs_them_and_gives_intervals_over_snapshots(
               and r["rule"] == "inner_product" and r["credit"] != "oracle_dial"}
   expected = [r for r in over if r["credit"] != "oracle_dial"]
   assert expected and all(merged[key(r)[:4]] == r for r in expected)
+
+
+def test_pivot_compiles_its_entries_in_the_background_once_each(tmp_path, monkeypatch):
+  """With several compile threads every entry's training programs compile in the background
+  while earlier entries train: the same programs as compiling each before its training (none
+  twice), and the same Gamma."""
+  compiles = collections.Counter()
+
+  def listen(event, duration, fun_name="?", **unused):
+    del duration
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles[fun_name] += 1
+
+  counts, results = {}, {}
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    for workers in (1, 3):
+      monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
+      compiles.clear()
+      rows = _run("pivot", tmp_path / str(workers), **{
+          "compile_cache.dir": "none", "credit.names": "identity,scalar_bridge,vector_field",
+          "ablation.enabled": False})["rows"]
+      counts[workers] = {k: compiles[k] for k in ("jit(chunk)", "jit(measure)")}
+      results[workers] = [{k: v for k, v in r.items() if not k.startswith("seconds")}
+                          for r in rows]
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  # The snapshot's training and the two learned estimators'; their monitors and identity's.
+  assert counts[3] == counts[1] == {"jit(chunk)": 3, "jit(measure)": 3}, counts
+  assert results[3] == results[1]

@@ -19,6 +19,7 @@ from creditfield import estimators
 from creditfield import rng
 from creditfield import seeds as seeds_lib
 from creditfield.infra import checkpoints
+from creditfield.infra import compilation
 from creditfield.infra import errors
 from creditfield.infra import outputs
 from creditfield.infra import plots
@@ -154,10 +155,51 @@ def gamma_monitor(r, est, student_params, seed: int, key):
   return monitor
 
 
+def parameter_shapes(r, est, estimator_cfg, key, student_params, num_seeds: int):
+  """The shapes (`jax.ShapeDtypeStruct`) of the estimator's parameters stacked over seeds, as
+  its training returns them, without training or initialising anything (`key`: any of its
+  keys).
+
+  Their sharding too: arrays made under the study's mesh are replicated on it, and a program
+  lowered for unplaced inputs is another program (it was compiled twice: 160 s on an H200).
+  """
+  one = jax.eval_shape(lambda key: estimator_training.initial_params(
+      est, key, student_params, r.dataset.x_train, r.dataset.y_train, estimator_cfg.batch_size),
+                       key)
+  replicated = jax.sharding.NamedSharding(jax.sharding.get_mesh(),
+                                          jax.sharding.PartitionSpec())
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct((num_seeds,) + s.shape, s.dtype,
+                                                     sharding=replicated), one)
+
+
+def training_jobs(r, est, estimator_cfg, keys, student_params, seeds) -> list:
+  """Zero-argument jobs that compile what training `est` (`estimator_training.train_seeds` with
+  `estimator_cfg`, the seeds' `keys` and `gamma_monitor`s) runs: its training chunk and its
+  monitor's quality program. A study runs them in the background (`compilation.in_background`)
+  and the training waits for them. None for an estimator that does not learn."""
+  if not est.learned or estimator_cfg.steps == 0:
+    return []
+  cfg = r.config
+  phi_S = parameter_shapes(r, est, estimator_cfg, keys[0], student_params, len(seeds))
+  x, y = common.diagnostics_batch(r, seeds[0])  # the monitor's batches all have this shape
+  monitor = diagnostics.quality_program(est, cfg.diagnostics)
+  return [lambda: estimator_training.compile_seeds(
+              est, student_params, r.dataset.x_train, r.dataset.y_train, estimator_cfg, keys,
+              vmapped=cfg.vmap_seeds, skip_nonfinite=cfg.skip_nonfinite,
+              image_shape=r.dataset.image_shape),
+          lambda: monitor.lower(seeds_lib.pick(phi_S, 0), student_params, x, y,
+                                rng.stream(keys[0], "eval")).compile()]
+
+
+def _keys(entry: Entry, seeds):
+  """The entry's estimator stream for every seed, stacked."""
+  return seeds_lib.keys(lambda seed: rng.estimator_stream(seed, entry.name, entry.M), seeds)
+
+
 def _measure(r, config, entry, est, seeds, student_params, batches):
   """Trains (if learned) and measures one entry for every seed (trained together, as one
   program, with `config.vmap_seeds`); returns per seed (per-layer quality, extra row keys)."""
-  keys = seeds_lib.keys(lambda seed: rng.estimator_stream(seed, entry.name, entry.M), seeds)
+  keys = _keys(entry, seeds)
   last = {}
 
   def record(records):
@@ -238,10 +280,22 @@ def run(config, workdir: str) -> dict:
            for e in todo}
   student_params, snapshot_eval = common.student(r)
   batches = [common.diagnostics_batch(r, seed) for seed in seeds]
+  # Every entry's training programs compile in background threads, in the entries' order, while
+  # the first ones train (one thread: each entry compiles its own as it comes).
+  compiled = {}
+  if compilation.background_workers() > 1:
+    unique = list({e.key(): e for e in todo}.values())
+    jobs = [(e.key(), job) for e in unique for job in training_jobs(
+        r, built[e.key()], entry_config(config, e).estimator, _keys(e, seeds), student_params,
+        seeds)]
+    for (key, _), future in zip(jobs, compilation.in_background([job for _, job in jobs])):
+      compiled.setdefault(key, []).append(future)
   rows = []
   measured = {}  # entry.key() -> per seed (quality, extras): ablation points equal to main ones
   for entry in todo:
     if entry.key() not in measured:
+      for future in compiled.get(entry.key(), []):
+        future.result()
       measured[entry.key()] = _measure(r, config, entry, built[entry.key()], seeds,
                                        student_params, batches)
     for seed, (quality, extras) in zip(seeds, measured[entry.key()]):
@@ -258,7 +312,8 @@ def run(config, workdir: str) -> dict:
                             wall_seconds=r.stopwatch.seconds(), snapshot_eval=snapshot_eval,
                             student=checkpoints.spec_to_json(r.spec), vmap_seeds=config.vmap_seeds,
                             seconds="estimator training wall time per seed (the seeds of an "
-                                    "entry train together), compilation included",
+                                    "entry train together), compilation included unless it "
+                                    "ran in the background (several compile threads)",
                             layers="integers 0..L-1; mean = mean over those hidden layers; "
                                    "terminal = layer L")
     outputs.write_results(workdir, summary + rows, meta, columns=TABLE)

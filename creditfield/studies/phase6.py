@@ -178,22 +178,12 @@ def trained_estimators(r, est, student_params, seeds, m: int, directory: str, ta
   return phis
 
 
-def _training_jobs(r, est, student_params, seeds, m: int, directory: str, phi_S) -> list:
-  """Jobs that compile what `trained_estimators` will run for `est` (its training chunk and
-  its monitor's quality program; `phi_S` its parameters' stacked shapes); none if it is
-  restored or does not learn."""
-  cfg = r.config
-  if not est.learned or cfg.estimator.steps == 0 or _restorable(est, seeds, m, directory):
+def _training_jobs(r, est, student_params, seeds, m: int, directory: str) -> list:
+  """Jobs that compile what `trained_estimators` will run for `est`; none if it is restored."""
+  if _restorable(est, seeds, m, directory):
     return []
-  keys = _estimator_keys(r, est, seeds, m)
-  x, y = common.diagnostics_batch(r, seeds[0])  # the monitor's batches all have this shape
-  monitor = diagnostics.quality_program(est, cfg.diagnostics)
-  return [lambda: estimator_training.compile_seeds(
-              est, student_params, r.dataset.x_train, r.dataset.y_train, cfg.estimator, keys,
-              vmapped=cfg.vmap_seeds, skip_nonfinite=cfg.skip_nonfinite,
-              image_shape=r.dataset.image_shape),
-          lambda: monitor.lower(seeds_lib.pick(phi_S, 0), student_params, x, y,
-                                rng.stream(keys[0], "eval")).compile()]
+  return credit_quality.training_jobs(r, est, r.config.estimator,
+                                      _estimator_keys(r, est, seeds, m), student_params, seeds)
 
 
 def credit_points(name: str, phis, cfg, num_seeds: int) -> list[tuple[dict, object]]:
@@ -341,12 +331,14 @@ def _snapshot_rows(r, built, switches, snap, seeds, variants, estimators_dir, co
   # for its own before it trains; the sweeps wait for the rest.
   waits: dict[str, list] = {}  # the compiles each part waits for: an estimator's, the sweeps'
   if compile:
-    shapes = {name: _stacked_shapes(r, est, student_params, seeds) for name, est in built.items()}
+    shapes = {name: credit_quality.parameter_shapes(
+        r, est, config.estimator, _estimator_keys(r, est, seeds, m)[0], student_params,
+        len(seeds)) for name, est in built.items()}
     # With one background thread the estimators compile their own programs as they come to
     # train, beside it (two threads on two cores); with more, in the background too.
     several = compilation.background_workers() > 1
     training = [(name, job) for name, est in built.items() if several for job in _training_jobs(
-        r, est, student_params, seeds, m, estimators_dir, shapes[name])]
+        r, est, student_params, seeds, m, estimators_dir)]
     study = [[("sweeps", job) for job in _program_jobs(
         switched, sweeps, [shapes[n] for n in group], next(iter(sweep_keys.values())),
         student_params, diagnostic_batches[0], projections, config)]
@@ -410,23 +402,6 @@ def _snapshot_rows(r, built, switches, snap, seeds, variants, estimators_dir, co
           logging.info("snapshot %s %s %s %s eta=%s: dL_update(k=%d), mean over seeds %s",
                        snap.id, name, point, rule, eta, p.k, du[:, :, -1].mean(0))
   return rows
-
-
-def _stacked_shapes(r, est, student_params, seeds):
-  """The shapes (`jax.ShapeDtypeStruct`) of the estimator's parameters stacked over seeds, as
-  `trained_estimators` returns them, without training or initialising anything.
-
-  Their sharding too: arrays made under the study's mesh are replicated on it, and a program
-  lowered for unplaced inputs is another program (it was compiled twice: 160 s on an H200).
-  """
-  cfg = r.config
-  one = jax.eval_shape(lambda key: estimator_training.initial_params(
-      est, key, student_params, r.dataset.x_train, r.dataset.y_train, cfg.estimator.batch_size),
-                       rng.estimator_stream(cfg.seed, est.name, cfg.credit.M))
-  replicated = jax.sharding.NamedSharding(jax.sharding.get_mesh(),
-                                          jax.sharding.PartitionSpec())
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct((len(seeds),) + s.shape, s.dtype,
-                                                     sharding=replicated), one)
 
 
 def _program_jobs(switched, sweeps, phis_S, keys_S, student_params, diagnostics_xy, projections,
