@@ -13,9 +13,8 @@ two processes that compile the same program write the same entry.
 `in_background` compiles a study's programs while it does other work, several at once: XLA
 compiles outside Python's lock, so programs lowered and compiled in threads take about as long
 as the longest of them on enough cores; a jitted call afterwards finds its compiled program in
-JAX's cache. The matmul precision and the mesh are thread-local
-settings, so each worker enters the caller's: a program compiled under other settings would
-be another program.
+JAX's cache. The matmul precision and the mesh are thread-local settings, so each worker
+enters the caller's: a program compiled under other settings would be another program.
 
 `set_default_xla_flags`: the XLA flags creditfield's entry points set unless the user has set
 them. On a GPU, XLA autotunes every matmul while compiling, timing Triton tilings against

@@ -5,9 +5,10 @@ trained and saved here); every learned estimator trained against the frozen snap
 seeds at once (saved under workdir/estimators/ with the settings that made them, and
 restored on a rerun with the same settings); Gamma and rho of each credit on the snapshot;
 then for every credit x rule (x eta) one jitted k-step scan, vmapped over the lrs and the
-seeds, reporting delta_loss_update and delta_loss_heldout. Every credit runs behind one
-`lax.switch` (estimators/switch.py), so the study compiles one sweep program (and one quality,
-one update-diagnostics program), while the estimators train. `oracle_dial` runs at every
+seeds, reporting delta_loss_update and delta_loss_heldout. The credits run behind a
+`lax.switch` (estimators/switch.py; one per compile thread, `credit_switches`), so the study
+compiles one sweep, one quality and one update-diagnostics program per switch, in the
+background while the estimators train. `oracle_dial` runs at every
 cosine of `phase6.dial_gammas`, and Spearman's rho of delta loss with Gamma (over the dial,
 and over the other credits) becomes `kind: "correlation"` rows.
 """
@@ -137,7 +138,7 @@ def rule_variants(cfg) -> list[tuple[str, float | None]]:
   return out
 
 
-def _estimator_keys(r, est, seeds, m: int):
+def _estimator_keys(est, seeds, m: int):
   return seeds_lib.keys(lambda seed: rng.estimator_stream(seed, est.name, m), seeds)
 
 
@@ -153,7 +154,7 @@ def _restorable(est, seeds, m: int, directory: str) -> bool:
 def trained_estimators(r, est, student_params, seeds, m: int, directory: str, tags: dict):
   """The estimator's parameters for every seed, stacked: restored from `directory` (if its
   estimator config is unchanged), or trained (all seeds at once) and saved there."""
-  keys = _estimator_keys(r, est, seeds, m)
+  keys = _estimator_keys(est, seeds, m)
   paths = _estimator_paths(est, seeds, m, directory)
   settings = checkpoints.estimator_settings(r.config, r.dataset.fingerprint, student_params)
   if _restorable(est, seeds, m, directory):
@@ -183,7 +184,7 @@ def _training_jobs(r, est, student_params, seeds, m: int, directory: str) -> lis
   if _restorable(est, seeds, m, directory):
     return []
   return credit_quality.training_jobs(r, est, r.config.estimator,
-                                      _estimator_keys(r, est, seeds, m), student_params, seeds)
+                                      _estimator_keys(est, seeds, m), student_params, seeds)
 
 
 def credit_points(name: str, phis, cfg, num_seeds: int) -> list[tuple[dict, object]]:
@@ -325,14 +326,14 @@ def _snapshot_rows(r, built, switches, snap, seeds, variants, estimators_dir, co
       lambda seed, name=name: rng.stream(rng.estimator_stream(seed, name, m), "phase6"), seeds)
       for name in built}
   diagnostic_batches = [common.diagnostics_batch(r, seed) for seed in seeds]
-  # Every program of the study compiles in the background from the parameters' shapes (known
-  # before training): the estimators' training chunks and monitors, and the sweep, quality and
-  # update diagnostics (each serving every credit, rule, eta, lr and seed). An estimator waits
-  # for its own before it trains; the sweeps wait for the rest.
+  # The study's programs compile in the background from the parameters' shapes (known before
+  # training): each switch's sweep, quality and update diagnostics (serving its credits, every
+  # rule, eta, lr and seed) and, with several compile threads, the estimators' training chunks
+  # and monitors. An estimator waits for its own before it trains; the sweeps for the rest.
   waits: dict[str, list] = {}  # the compiles each part waits for: an estimator's, the sweeps'
   if compile:
     shapes = {name: credit_quality.parameter_shapes(
-        r, est, config.estimator, _estimator_keys(r, est, seeds, m)[0], student_params,
+        r, est, config.estimator, _estimator_keys(est, seeds, m)[0], student_params,
         len(seeds)) for name, est in built.items()}
     # With one background thread the estimators compile their own programs as they come to
     # train, beside it (two threads on two cores); with more, in the background too.
