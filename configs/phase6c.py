@@ -34,8 +34,10 @@ def get_config(arg=None):
       stretch_eta=0.1,  # the step of local_ce and distill
       dial_gammas=(0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0), heldout_size=4096, update_embed=True,
       # The credits behind this many switches, their programs compiled in parallel (phase6.py's
-      # credit_switches); 0 = one per background compile thread (one per 4 cores).
-      compile_groups=0))
+      # credit_switches); 0 = one per background compile thread (one per 4 cores). One: on an
+      # H200 four switches compiled 241 s of events against 127 s and the study took 109 s
+      # against 87.5 s (docs/benchmarks/h200_2026-12-03b.md).
+      compile_groups=1))
   if "synthetic" in args:
     config_defaults.use_synthetic(c)
     # `synthetic,full`: the whole synthetic study (about 10 minutes on two CPU cores;

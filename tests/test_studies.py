@@ -100,8 +100,8 @@ def test_phase6_compiles_each_program_once_in_the_background_and_times_its_stage
       compiles.clear()
       rows[workers] = _run("phase6a", tmp_path / str(workers), **{
           "credit.names": "oracle,dfa,vector_field,zero,oracle_dial", "phase6.k": 2,
-          "compile_cache.dir": "none"})["rows"]
-      switches = workers  # 5 credits in `workers` groups
+          "phase6.compile_groups": 0, "compile_cache.dir": "none"})["rows"]
+      switches = workers  # 5 credits in one group per compile thread (compile_groups 0)
       assert compiles["jit(sweep_seeds)"] == switches, compiles
       assert compiles["jit(run)"] == switches, compiles
       assert compiles["jit(measure)"] == switches + 1, compiles  # + vector_field's monitor

@@ -236,9 +236,10 @@ def credit_switches(built: dict, num_groups: int) -> list[tuple[tuple[str, ...],
   """The credits behind `num_groups` switches (`estimators.switch`), as (names, switch): each
   switch's sweep, quality and update programs serve its credits, every rule, eta, lr and seed.
 
-  One switch compiles the least (the scaffolding once), but its compile is one thread's work:
-  82 s for CIFAR-10 Phase 6C's ten credits on an H200. A few, compiled in parallel threads
-  (`compilation.in_background`), end sooner where there are cores for them.
+  One switch compiles the least (the scaffolding once), but its compile is one thread's work.
+  Several compile in parallel threads (`compilation.in_background`); on an H200 (16 cores, one
+  GPU that autotunes every program) four took longer than one (CIFAR-10 Phase 6C from an empty
+  cache: 109 s against 87.5 s), so the configs use one (`phase6.compile_groups`).
   """
   names = list(built)
   num_groups = max(1, min(num_groups, len(names)))
