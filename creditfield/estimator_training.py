@@ -156,6 +156,17 @@ def train_seeds(estimator: base.CreditEstimator, student_params, x_train, y_trai
               f"estimator {estimator.name} ({num_seeds} seeds)", resume_dir)
 
 
+def _program(estimator, student_params, x_train, y_train, cfg, key, image_shape,
+             skip_nonfinite):
+  """(phi, program) of one seed's training: its initial parameters, and (step_fn, initial
+  state, StepData), or None where there is nothing to train."""
+  phi = initial_params(estimator, key, student_params, x_train, y_train, cfg.batch_size)
+  if not estimator.learned or cfg.steps == 0:
+    return phi, None
+  return phi, (make_train_step(estimator, cfg, image_shape, skip_nonfinite),
+               init_state(cfg, phi), StepData(student_params, x_train, y_train, key))
+
+
 def _seeds_program(estimator, student_params, x_train, y_train, cfg, keys, image_shape,
                    skip_nonfinite, student_per_seed):
   """(phi, program) of the vmapped training: the initial parameters stacked over seeds, and
@@ -185,9 +196,8 @@ def compile_seeds(estimator: base.CreditEstimator, student_params, x_train, y_tr
                                                student_per_seed)
   else:
     student = seeds_lib.pick(student_params, 0) if student_per_seed else student_params
-    phi = initial_params(estimator, keys[0], student, x_train, y_train, cfg.batch_size)
-    step_fn = make_train_step(estimator, cfg, image_shape, skip_nonfinite)
-    state, data = init_state(cfg, phi), StepData(student, x_train, y_train, keys[0])
+    _, (step_fn, state, data) = _program(estimator, student, x_train, y_train, cfg, keys[0],
+                                         image_shape, skip_nonfinite)
   steps = jax.numpy.arange(training_loop.chunk_size(cfg.steps, cfg.log_every))
   training_loop.jitted_chunk(step_fn).lower(state, steps, data).compile()
 
@@ -244,10 +254,10 @@ def train(estimator: base.CreditEstimator, student_params, x_train, y_train, cfg
   A non-learned estimator returns its fixed parameters untouched. `resume_dir`: where the
   training saves its state to resume from (`resumable`).
   """
-  phi = initial_params(estimator, key, student_params, x_train, y_train, cfg.batch_size)
-  if not estimator.learned or cfg.steps == 0:
+  phi, program = _program(estimator, student_params, x_train, y_train, cfg, key, image_shape,
+                          skip_nonfinite)
+  if program is None:
     return phi
-  return _fit(make_train_step(estimator, cfg, image_shape, skip_nonfinite), init_state(cfg, phi),
-              StepData(student_params, x_train, y_train, key), cfg,
+  return _fit(*program, cfg,
               lambda first_step, metrics, phi: _records(first_step, metrics, phi, monitor, tags),
               on_metrics, f"estimator {estimator.name}", resume_dir)

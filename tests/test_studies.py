@@ -1,5 +1,6 @@
 """The pivot and Phase 6C studies end to end at their `runlocal` size."""
 import collections
+import contextlib
 import json
 import os
 import subprocess
@@ -29,6 +30,23 @@ def _run(name, workdir, **overrides):
   run_lib.run_experiment(config, str(workdir))
   with open(os.path.join(workdir, "results.json")) as f:
     return json.load(f)
+
+
+@contextlib.contextmanager
+def _backend_compiles():
+  """Counts XLA backend compiles per jitted function name inside the `with` body."""
+  compiles = collections.Counter()
+
+  def listen(event, duration, fun_name="?", **unused):
+    del duration
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles[fun_name] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield compiles
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
 
 
 def test_pivot_runlocal_has_learned_estimators_with_quality_metrics(tmp_path):
@@ -85,29 +103,18 @@ def test_phase6_compiles_each_program_once_in_the_background_and_times_its_stage
   One compile thread (2 cores): one switch, the estimators compiling their own programs beside
   it; three threads: three switches and the estimators' programs, the sweeps first. The rows
   are the same."""
-  compiles = collections.Counter()
-
-  def listen(event, duration, fun_name="?", **unused):
-    del duration
-    if event == "/jax/core/compile/backend_compile_duration":
-      compiles[fun_name] += 1
-
   rows = {}
-  jax.monitoring.register_event_duration_secs_listener(listen)
-  try:
-    for workers in (1, 3):
-      monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
-      compiles.clear()
+  for workers in (1, 3):
+    monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
+    with _backend_compiles() as compiles:
       rows[workers] = _run("phase6a", tmp_path / str(workers), **{
           "credit.names": "oracle,dfa,vector_field,zero,oracle_dial", "phase6.k": 2,
           "phase6.compile_groups": 0, "compile_cache.dir": "none"})["rows"]
-      switches = workers  # 5 credits in one group per compile thread (compile_groups 0)
-      assert compiles["jit(sweep_seeds)"] == switches, compiles
-      assert compiles["jit(run)"] == switches, compiles
-      assert compiles["jit(measure)"] == switches + 1, compiles  # + vector_field's monitor
-      assert compiles["jit(chunk)"] == 2, compiles  # the snapshot's, and vector_field's training
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listen)
+    switches = workers  # 5 credits in one group per compile thread (compile_groups 0)
+    assert compiles["jit(sweep_seeds)"] == switches, compiles
+    assert compiles["jit(run)"] == switches, compiles
+    assert compiles["jit(measure)"] == switches + 1, compiles  # + vector_field's monitor
+    assert compiles["jit(chunk)"] == 2, compiles  # the snapshot's, and vector_field's training
   assert rows[1] == rows[3]
   stats = json.loads((tmp_path / "3" / "run_stats.json").read_text())
   assert list(stats["stage_seconds"]) == ["data", "snapshot", "estimators", "compile", "quality",
@@ -221,27 +228,16 @@ def test_pivot_compiles_its_entries_in_the_background_once_each(tmp_path, monkey
   """With several compile threads every entry's training programs compile in the background
   while earlier entries train: the same programs as compiling each before its training (none
   twice), and the same Gamma."""
-  compiles = collections.Counter()
-
-  def listen(event, duration, fun_name="?", **unused):
-    del duration
-    if event == "/jax/core/compile/backend_compile_duration":
-      compiles[fun_name] += 1
-
   counts, results = {}, {}
-  jax.monitoring.register_event_duration_secs_listener(listen)
-  try:
-    for workers in (1, 3):
-      monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
-      compiles.clear()
+  for workers in (1, 3):
+    monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
+    with _backend_compiles() as compiles:
       rows = _run("pivot", tmp_path / str(workers), **{
           "compile_cache.dir": "none", "credit.names": "identity,scalar_bridge,vector_field",
           "ablation.enabled": False})["rows"]
-      counts[workers] = {k: compiles[k] for k in ("jit(chunk)", "jit(measure)")}
-      results[workers] = [{k: v for k, v in r.items() if not k.startswith("seconds")}
-                          for r in rows]
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listen)
+    counts[workers] = {k: compiles[k] for k in ("jit(chunk)", "jit(measure)")}
+    results[workers] = [{k: v for k, v in r.items() if not k.startswith("seconds")}
+                        for r in rows]
   # The snapshot's training and the two learned estimators'; their monitors and identity's.
   assert counts[3] == counts[1] == {"jit(chunk)": 3, "jit(measure)": 3}, counts
   assert results[3] == results[1]
