@@ -34,7 +34,10 @@ def get_config(arg=None):
       # Steps of the estimator on the initial student before the student moves (frozen-feature
       # training, its own schedule), then online as above.
       estimator_warmup_steps=0,
-      update_embed=True))
+      update_embed=True,
+      # Every rule of a credit in one program with its seeds (`config.vmap_seeds`): the
+      # students' small matmuls batched; False trains one rule after another (memory).
+      vmap_rules=True))
   if "synthetic" in args:
     config_defaults.use_synthetic(c)
     c.local_train.update(dict(steps=3000, eval_every=500, augment="none"))

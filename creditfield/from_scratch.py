@@ -8,7 +8,8 @@ One student step (all inside the jitted chunk scan of `training_loop`):
      head its exact output-local gradient (`rules.local_grads`), and AdamW steps.
 With `oracle` credit and `inner_product` this is backprop; every other credit runs
 under the no-hidden-BP guard (its estimator's spec is guarded). The rule and eta
-are traced, so one compiled program per credit serves every rule.
+are traced, so one compiled program per credit serves every rule, and every rule and seed of a
+credit trains in one vmapped program (`students_step`).
 """
 import functools
 from typing import NamedTuple
@@ -80,9 +81,11 @@ def _cached_init(estimator, frozen_cfg, frozen_estimator_cfg):
   return jax.jit(init)
 
 
-def seeds_step(step_fn):
-  """`step_fn` over a leading seed axis of the state and of the key in `data`."""
-  return seeds_lib.vmap_step(step_fn, StepData(None, None, 0, None, None, None))
+def students_step(step_fn):
+  """`step_fn` over a leading student axis (rules x seeds) of the state and of the key, rule
+  and eta in `data`. A batched rule index runs every rule's loss and selects (`lax.switch`
+  under vmap): elementwise work beside the blocks' matmuls, which the students share."""
+  return seeds_lib.vmap_step(step_fn, StepData(None, None, 0, 0, 0, None))
 
 
 def make_train_step(estimator: base.CreditEstimator, cfg, estimator_cfg, *, image_shape=None,

@@ -29,6 +29,17 @@ def pick(tree, s: int):
   return jax.tree.map(one, tree)
 
 
+def take(tree, index: np.ndarray):
+  """The slices `index` (an integer array) of a stacked pytree, stacked: a gather of arrays,
+  or the shapes it would give for `jax.ShapeDtypeStruct`s."""
+  def one(leaf):
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+      return jax.ShapeDtypeStruct((len(index),) + leaf.shape[1:], leaf.dtype,
+                                  sharding=leaf.sharding)
+    return leaf[index]
+  return jax.tree.map(one, tree)
+
+
 def keys(fn, seeds: Sequence[int]) -> jax.Array:
   """`fn(seed)` (a key) for every seed, stacked: (S, ...)."""
   return jnp.stack([fn(seed) for seed in seeds])

@@ -80,9 +80,12 @@ def main(argv):
     if experiment in OVER_SNAPSHOTS:
       return {k: v for k, v in c["snapshot"].items() if k not in ("seeds", "path")}
     return c["snapshot"]
+  # Where TFDS keeps its prepared copy is no part of the data (the fingerprint, compared
+  # below, is): parts running at once each prepare their own.
+  data_of = lambda c: {k: v for k, v in c["data"].items() if k != "tfds_data_dir"}
   for workdir, (config, result) in zip(inputs, loaded):
-    same = (config["experiment"], config["data"], config["student"], snapshot_of(config)) == (
-        experiment, loaded[0][0]["data"], loaded[0][0]["student"], snapshot_of(loaded[0][0]))
+    same = (config["experiment"], data_of(config), config["student"], snapshot_of(config)) == (
+        experiment, data_of(loaded[0][0]), loaded[0][0]["student"], snapshot_of(loaded[0][0]))
     if not same or result["meta"].get("data_fingerprint") != loaded[0][1]["meta"].get(
         "data_fingerprint"):
       raise app.UsageError(f"{workdir} is not the same study, data and snapshot as {inputs[0]}.")

@@ -131,6 +131,83 @@ def test_runlocal_study_has_every_credit_and_rule_and_backprop_learns(tmp_path):
     assert (tmp_path / name).stat().st_size > 0
 
 
+def test_students_group_by_what_is_vmapped():
+  groups = lambda vmap_rules, vmap_seeds: local_train_study.student_groups(
+      ("inner_product", "cosine"), 2, vmap_rules, vmap_seeds)
+  assert groups(True, True) == [[("inner_product", 0), ("inner_product", 1), ("cosine", 0),
+                                 ("cosine", 1)]]
+  assert groups(False, True) == [[("inner_product", 0), ("inner_product", 1)],
+                                 [("cosine", 0), ("cosine", 1)]]
+  assert groups(True, False) == [[("inner_product", 0), ("cosine", 0)],
+                                 [("inner_product", 1), ("cosine", 1)]]
+  assert groups(False, False) == [[("inner_product", 0)], [("inner_product", 1)],
+                                  [("cosine", 0)], [("cosine", 1)]]
+
+
+def test_every_rule_and_seed_in_one_program_gives_the_rows_of_one_at_a_time(tmp_path):
+  """Rules and seeds vmapped together (the default: the batched rule index selects each
+  student's rule loss) train the same students as one program per rule and seed: each sees
+  its seed's batches and its own rule, so the rows agree to float rounding (the vmapped
+  matmuls' batch shapes differ); the rules differ from each other."""
+  rows = {}
+  for together in (True, False):
+    config = _config(rules="inner_product,local_ce,distill", vmap_rules=together)
+    config.update(dict(num_seeds=2, vmap_seeds=together))
+    config.credit.names = "vector_field"
+    run_lib.run_experiment(config, str(tmp_path / str(together)))
+    with open(tmp_path / str(together) / "results.json") as f:
+      rows[together] = {(r["rule"], r["seed"]): r for r in json.load(f)["rows"]
+                        if isinstance(r.get("seed"), int)}
+  assert set(rows[True]) == set(rows[False]) == {
+      (rule, seed) for rule in ("inner_product", "local_ce", "distill") for seed in (0, 1)}
+  for key, row in rows[True].items():
+    for metric in ("test_loss", "gamma", "update_alignment", "stream_norm"):
+      assert row[metric] == pytest.approx(rows[False][key][metric], rel=1e-4, abs=1e-5), (
+          key, metric)
+  losses = {rule: rows[True][(rule, 0)]["test_loss"] for rule in ("inner_product", "distill")}
+  assert abs(losses["inner_product"] - losses["distill"]) > 1e-3, losses
+  seeds = [rows[True][("inner_product", seed)]["test_loss"] for seed in (0, 1)]
+  assert abs(seeds[0] - seeds[1]) > 1e-4, seeds
+
+
+def test_credits_compile_in_the_background_once_each(tmp_path, monkeypatch):
+  """With several compile threads every credit's chunk and evaluation program compile in the
+  background while earlier credits train: each once (lowered for the states' shapes as the
+  study places them, so the training finds them compiled), the rows those of compiling each
+  credit's programs when it starts."""
+  import collections  # pylint: disable=g-import-not-at-top
+  from creditfield.infra import compilation  # pylint: disable=g-import-not-at-top
+  counts, rows, submitted = {}, {}, []
+  in_background = compilation.in_background
+  monkeypatch.setattr(compilation, "in_background",
+                      lambda jobs: submitted.append(len(jobs)) or in_background(jobs))
+  for workers in (1, 3):
+    monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
+    compiles = collections.Counter()
+
+    def listen(event, duration, fun_name="?", **unused):
+      del duration, unused
+      if event == "/jax/core/compile/backend_compile_duration":
+        compiles[fun_name] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+      config = _config(rules="inner_product,cosine")
+      config.update(dict(num_seeds=2))
+      config.credit.names = "identity,vector_field"
+      config.compile_cache.dir = "none"
+      run_lib.run_experiment(config, str(tmp_path / str(workers)))
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listen)
+    counts[workers] = {k: compiles[k] for k in ("jit(chunk)", "jit(run)")}
+    with open(tmp_path / str(workers) / "results.json") as f:
+      rows[workers] = [{k: v for k, v in r.items() if "seconds" not in k and "ms_" not in k}
+                       for r in json.load(f)["rows"]]
+  assert submitted == [4]  # three threads: both credits' chunk and evaluation programs
+  assert counts[3] == counts[1] == {"jit(chunk)": 2, "jit(run)": 2}, counts
+  assert rows[3] == rows[1]
+
+
 def test_a_study_split_by_credit_merges_into_the_rows_of_its_parts(tmp_path):
   """Credits train independently, so parts of a study run as separate processes (to share a
   GPU, say) merge into one workdir whose summary rows are the parts' own; a part merged into an
@@ -140,6 +217,8 @@ def test_a_study_split_by_credit_merges_into_the_rows_of_its_parts(tmp_path):
   for part, names in parts.items():
     config = _config(rules="inner_product")
     config.credit.names = names
+    # Parts running at once keep their TFDS copies apart: no part of the data's identity.
+    config.data.tfds_data_dir = str(tmp_path / f"tfds_{part}")
     run_lib.run_experiment(config, str(tmp_path / part))
     with open(tmp_path / part / "results.json") as f:
       summaries.update({(r["credit"], r["rule"]): r for r in json.load(f)["rows"]

@@ -425,7 +425,7 @@ def test_a_stopped_local_training_resumes_to_the_uninterrupted_result(tmp_path):
   from creditfield.infra import tensorboard_events  # pylint: disable=g-import-not-at-top
   proc = _main(*_local_train_command(tmp_path / "killed"))
   # Mid-way through the second unit, after its first save.
-  saved = tmp_path / "killed" / "local_train" / "vector_field__inner_product" / "group0"
+  saved = tmp_path / "killed" / "local_train" / "vector_field__inner_product" / "seeds0"
   deadline = time.time() + 240
   while time.time() < deadline and not (saved / "progress.json").exists():
     time.sleep(0.05)
@@ -441,7 +441,7 @@ def test_a_stopped_local_training_resumes_to_the_uninterrupted_result(tmp_path):
     resumed = _main(*_local_train_command(tmp_path / "killed"))
     logs.append(resumed.communicate(timeout=300)[1])
     assert resumed.returncode == 0, logs[-1][-2000:]
-  assert "vector_field__inner_product/group0: resuming from step " in logs[0]
+  assert "vector_field__inner_product/seeds0: resuming from step " in logs[0]
   assert "local identity" not in logs[0]  # finished before the stop: not trained again
   assert "local vector_field" not in logs[1] and "resuming" not in logs[1]
   rows = lambda w: [r for r in json.loads((w / "results.json").read_text())["rows"]

@@ -1,7 +1,8 @@
 """Local training from scratch: credit x rule x seeds, each student trained from random init.
 
-For each credit a training step is one compiled chunk (`from_scratch`); every
-rule and seed reuses it. Every `eval_every` steps the host measures test loss and
+For each credit a training step is one compiled chunk (`from_scratch`) in which every
+rule and seed trains, vmapped (`student_groups`; with several compile threads the later
+credits' programs compile while the earlier train). Every `eval_every` steps the host measures test loss and
 accuracy and the credit's Gamma per layer against the oracle on a held-out batch.
 The cost of a student update is reported as matmul FLOPs (`flops`, estimator
 updates included), as student forward-pass equivalents (those FLOPs over one
@@ -29,6 +30,7 @@ from creditfield import student as student_lib
 from creditfield import training_loop
 from creditfield import update_diagnostics
 from creditfield.infra import checkpoints
+from creditfield.infra import compilation
 from creditfield.infra import flops
 from creditfield.infra import outputs
 from creditfield.infra import plots
@@ -98,82 +100,124 @@ def initial_state(r, est, init_fn, seeds):
       lambda phi: estimator_training.init_state(online_cfg, phi))(phi_S))
 
 
-def train_seeds(r, est, state, step_fn, rule: str, eta, seeds, projections, dx, dy, tags):
-  """Trains one student per seed from `state` (`initial_state`), all seeds in one program
-  (`config.vmap_seeds`) or one by one; returns (final rows, eval curve records), one final
-  row per seed."""
-  cfg, x_train, y_train = r.config.local_train, r.dataset.x_train, r.dataset.y_train
+def student_groups(rule_list, num_seeds: int, vmap_rules: bool, vmap_seeds: bool):
+  """The students (rule, seed index) of a credit, grouped into the programs that train them
+  together: every rule and seed in one (both vmapped), one per rule (seeds vmapped), one per
+  seed (rules vmapped) or one per student."""
+  students = [(rule, i) for rule in rule_list for i in range(num_seeds)]
+  together = lambda a, b: ((vmap_rules or a[0] == b[0]) and (vmap_seeds or a[1] == b[1]))
+  groups: list[list] = []
+  for student in students:
+    group = next((g for g in groups if together(g[0], student)), None)
+    if group is None:
+      groups.append([student])
+    else:
+      group.append(student)
+  return groups
+
+
+def _group_program(step_fn, state_S, members, keys, tags, x_train, y_train, projections):
+  """(step function, state, data) that train the students `members` ((rule, seed index)) of a
+  credit together: their seeds' initial states taken from `state_S` (arrays, or shapes to
+  compile for), each with its seed's key, its rule and eta. One student: the step itself."""
+  seed_index = np.array([i for _, i in members])
+  rule_index = np.array([rules_lib.rule_index(rule) for rule, _ in members], np.int32)
+  eta = np.array([tags[m]["eta"] or 0.0 for m in members], np.float32)
+  # The training loop donates its state: each group trains its own copy (a gather).
+  state = seeds_lib.take(state_S, seed_index)
+  data = from_scratch.StepData(x_train, y_train, keys[seed_index], jnp.asarray(rule_index),
+                               jnp.asarray(eta), projections)
+  if len(members) > 1:
+    return from_scratch.students_step(step_fn), state, data
+  return step_fn, seeds_lib.pick(state, 0), data._replace(
+      key=data.key[0], rule_index=data.rule_index[0], eta=data.eta[0])
+
+
+def _keys(seeds):
+  """Each seed's local-training stream, stacked."""
+  return seeds_lib.keys(lambda seed: rng.stream(seed, "local_train"), seeds)
+
+
+def train_students(r, est, state_S, step_fn, rule_list, seeds, projections, dx, dy, tags):
+  """Trains one student per rule and seed from its seed's initial state `state_S`
+  (`initial_state`), the students of a `student_groups` group in one vmapped program; returns
+  (final rows, eval curve records), one final row per student, rules outer and seeds inner,
+  `tags[(rule, i)]` the row tags of rule `rule` and seed `seeds[i]`. A rule's student of a
+  seed sees that seed's batches whatever else trains beside it."""
+  cfg = r.config.local_train
   eval_spec = r.spec.with_guard(False)
-  # The training loop donates its state: every rule trains a copy of the shared initial state.
-  state = jax.tree.map(jnp.copy, state)
-  keys = seeds_lib.keys(lambda seed: rng.stream(seed, "local_train"), seeds)
+  keys = _keys(seeds)
   k_quality = jax.vmap(lambda k: rng.stream(k, "quality"))(keys)
-  data = from_scratch.StepData(x_train, y_train, keys, jnp.int32(rules_lib.rule_index(rule)),
-                               jnp.float32(eta or 0.0), projections)
-  if r.config.vmap_seeds:  # (step function, state, data, seed indices, stacked?)
-    groups = [(from_scratch.seeds_step(step_fn), state, data, list(range(len(seeds))), True)]
-  else:
-    groups = [(step_fn, seeds_lib.pick(state, i), data._replace(key=keys[i]), [i], False)
-              for i in range(len(seeds))]
-  curves = [[] for _ in seeds]
-  for g, (fn, group_state, group_data, members, stacked) in enumerate(groups):
+  groups = student_groups(rule_list, len(seeds), cfg.vmap_rules, r.config.vmap_seeds)
+  curves = {}
+  for members in groups:
+    stacked = len(members) > 1
+    fn, state, data = _group_program(step_fn, state_S, members, keys, tags, r.dataset.x_train,
+                                     r.dataset.y_train, projections)
+    group_rules = "+".join(dict.fromkeys(rule for rule, _ in members))
+    group_seeds = "+".join(str(seeds[i]) for i in dict.fromkeys(i for _, i in members))
     # Saved at every evaluation and marked finished at the end: a rerun resumes here.
-    unit = resumable.Unit(os.path.join(r.workdir, "local_train", f"{est.name}__{rule}",
-                                       f"group{g}"))
+    unit = resumable.Unit(os.path.join(r.workdir, "local_train", f"{est.name}__{group_rules}",
+                                       f"seeds{group_seeds}"))
+    names = [f"{rule}/{i}" for rule, i in members]
     finished = unit.finished()
     if finished is not None:
-      for i in members:
-        curves[i] = finished["curves"][str(i)]
+      curves.update({m: finished["curves"][n] for m, n in zip(members, names)})
       continue
-    start, resumed_state, extra = unit.resume(group_state)
+    start, resumed_state, extra = unit.resume(state)
     if resumed_state is not None:
-      group_state = resumed_state
-      for i in members:
-        curves[i] = extra["curves"][str(i)]
+      state = resumed_state
+      curves.update({m: extra["curves"][n] for m, n in zip(members, names)})
+    else:
+      curves.update({m: [] for m in members})
     view = (lambda tree, j: seeds_lib.pick(tree, j)) if stacked else (lambda tree, j: tree)
     clock = {"last": time.perf_counter()}
-    of_members = lambda lists, members=members: {str(i): lists[i] for i in members}
+    of_members = lambda members=members, names=names: {n: curves[m]
+                                                       for m, n in zip(members, names)}
 
     def on_chunk(first_step, metrics, state, members=members, view=view, clock=clock,
                  stacked=stacked, unit=unit, of_members=of_members):
-      seconds = (time.perf_counter() - clock["last"]) / len(members)  # per seed
+      seconds = (time.perf_counter() - clock["last"]) / len(members)  # per student
       step = first_step + len(metrics["loss"])
-      for j, i in enumerate(members):
+      for j, (rule, i) in enumerate(members):
         params = view(state.params, j)
         ev = bp_training.evaluate(eval_spec, params, r.dataset.x_test, r.dataset.y_test)
         phi = estimator_training.credit_params(view(state.estimator, j), r.config.estimator)
         k_eval = rng.step_key(k_quality[i], step)
         quality, updates = update_diagnostics.evaluate(
-            est, params, dx, dy, phi, k_eval, r.config.diagnostics, rule, eta, projections,
+            est, params, dx, dy, phi, k_eval, r.config.diagnostics, rule,
+            tags[(rule, i)]["eta"], projections,
             cfg.update_embed)
         gamma, updates = quality["gamma"], update_diagnostics.flat(updates)
-        seed_metrics = seeds_lib.chunk_metrics(metrics, j) if stacked else metrics
-        curves[i].append(dict(
-            tags[i], phase=LOCAL_EVAL, step=step, train_loss=float(np.mean(seed_metrics["loss"])),
-            chunk_seconds=seconds, gamma=float(np.mean(gamma[:-1])),
+        student_metrics = seeds_lib.chunk_metrics(metrics, j) if stacked else metrics
+        curve = curves[(rule, i)]
+        curve.append(dict(
+            tags[(rule, i)], phase=LOCAL_EVAL, step=step,
+            train_loss=float(np.mean(student_metrics["loss"])), chunk_seconds=seconds,
+            gamma=float(np.mean(gamma[:-1])),
             **{f"test_{k}": v for k, v in ev.items()},
             **{f"gamma_l{l}": float(g) for l, g in enumerate(gamma)}, **updates,
-            **{k: float(np.mean(v)) for k, v in seed_metrics.items() if k != "loss"}))
+            **{k: float(np.mean(v)) for k, v in student_metrics.items() if k != "loss"}))
         # Logged as soon as its training seconds are known (the first record waits for the
         # second chunk), so a run stopped mid-way keeps its curve so far.
-        if len(curves[i]) >= 2 or step >= cfg.steps:
-          pending = [c for c in curves[i] if "train_seconds" not in c]
-          seconds_so_far = train_seconds([record["chunk_seconds"] for record in curves[i]])
-          for record, t in zip(curves[i], seconds_so_far):
+        if len(curve) >= 2 or step >= cfg.steps:
+          pending = [c for c in curve if "train_seconds" not in c]
+          seconds_so_far = train_seconds([record["chunk_seconds"] for record in curve])
+          for record, t in zip(curve, seconds_so_far):
             record["train_seconds"] = t
           r.metrics(pending)
       if step < cfg.steps:
-        unit.save(step, state, dict(curves=of_members(curves)))
+        unit.save(step, state, dict(curves=of_members()))
       clock["last"] = time.perf_counter()
 
-    training_loop.run(fn, group_state, group_data, start=start, num_steps=cfg.steps,
+    training_loop.run(fn, state, data, start=start, num_steps=cfg.steps,
                       chunk_size=cfg.eval_every, on_chunk=on_chunk,
                       on_stop=lambda step, state, unit=unit: unit.directory,
-                      what=f"local {est.name} {rule} seeds {[seeds[i] for i in members]}")
-    unit.finish(dict(curves=of_members(curves)))
-  finals = [_final_row(cfg, tags[i], curves[i], r.spec.task)
-            for i in range(len(seeds))]
-  return finals, [record for curve in curves for record in curve]
+                      what=f"local {est.name} rules {group_rules} seeds {group_seeds}")
+    unit.finish(dict(curves=of_members()))
+  students = [(rule, i) for rule in rule_list for i in range(len(seeds))]
+  finals = [_final_row(cfg, tags[m], curves[m], r.spec.task) for m in students]
+  return finals, [record for m in students for record in curves[m]]
 
 
 def train_seconds(chunk_seconds: list[float]) -> list[float]:
@@ -297,6 +341,47 @@ def plot(workdir: str, summary: list[dict], records: list[dict]) -> None:
                       label=common.credit_label, log_y=y in ("stream_norm", "norm_ratio"))
 
 
+def compile_jobs(r, est, step_fn, state_shape, rule_list, seeds, projections, dx, dy, tags):
+  """Zero-argument jobs that compile what `train_students` runs for one credit, without
+  training: a chunk for every size of student group, and the evaluation's program. Lowered
+  for the states' shapes (`state_shape`: one student's, placed as the study places them) and
+  the real data, so they are the programs the training calls."""
+  cfg = r.config.local_train
+  replicated = jax.sharding.NamedSharding(jax.sharding.get_mesh(), jax.sharding.PartitionSpec())
+  place = lambda shape, lead=(): jax.ShapeDtypeStruct(lead + shape.shape, shape.dtype,
+                                                      sharding=replicated)
+  state_S = jax.tree.map(lambda s: place(s, (len(seeds),)), state_shape)
+  keys = _keys(seeds)
+  steps = jnp.arange(cfg.eval_every)
+  programs = {}  # group size -> (step function, state, data): groups of one size share one
+  for members in student_groups(rule_list, len(seeds), cfg.vmap_rules, r.config.vmap_seeds):
+    programs.setdefault(len(members), _group_program(
+        step_fn, state_S, members, keys, tags, r.dataset.x_train, r.dataset.y_train,
+        projections))
+  jobs = [lambda fn=fn, state=state, data=data:
+          training_loop.jitted_chunk(fn).lower(state, steps, data).compile()
+          for fn, state, data in programs.values()]
+  params = jax.tree.map(place, state_shape.params)
+  phi = jax.tree.map(place, jax.eval_shape(
+      lambda e: estimator_training.credit_params(e, r.config.estimator), state_shape.estimator))
+  k_eval = rng.step_key(rng.stream(keys[0], "quality"), cfg.eval_every)
+  evaluation = update_diagnostics.program(est, r.config.diagnostics, cfg.update_embed, True)
+  jobs.append(lambda: evaluation.lower(*update_diagnostics.program_args(
+      params, dx, dy, phi, k_eval, rule_list[0], 0.0, projections)).compile())
+  return jobs
+
+
+def _tags(config, name, rule_list, seeds) -> dict:
+  """The row tags of every student (rule, seed index) of credit `name`."""
+  cfg = config.local_train
+  return {(rule, i): dict(credit=name, rule=rule,
+                          eta=float(cfg.eta) if rule in rules_lib.USES_ETA else None,
+                          seed=seed, steps=cfg.steps, **option_tags(config.credit),
+                          update_embed=bool(cfg.update_embed),
+                          **({"M": config.credit.M} if name in estimators.USES_M else {}))
+          for rule in rule_list for i, seed in enumerate(seeds)}
+
+
 def run(config, workdir: str) -> dict:
   names = estimators.parse_names(config.credit.names)
   cfg = config.local_train
@@ -307,33 +392,42 @@ def run(config, workdir: str) -> dict:
                                       spec)
   dx, dy = common.diagnostics_batch(r, config.seed)
   seeds = seeds_lib.seed_list(config)
-  image_shape = r.dataset.image_shape
-  rows, curves = [], []
+  credits = []
   for name in names:
     est = estimators.make(name, spec, config.credit)
     step_fn = from_scratch.make_train_step(est, cfg, config.estimator,
-                                           image_shape=image_shape,
+                                           image_shape=r.dataset.image_shape,
                                            skip_nonfinite=config.skip_nonfinite)
     init_fn = from_scratch.make_init(est, cfg, config.estimator)
-    # Shapes suffice to count FLOPs: no state is built for it.
+    # Shapes suffice to count FLOPs and to compile: no state is built for them.
     state_shape = jax.eval_shape(init_fn, jax.random.PRNGKey(0), r.dataset.x_train,
                                  r.dataset.y_train)
+    credits.append((name, est, step_fn, init_fn, state_shape,
+                    _tags(config, name, rule_list, seeds)))
+  # With several compile threads every credit's programs compile in the background while
+  # the credits before it train (one thread, 2 cores: each compiles its own when it starts).
+  compiled = [[] for _ in credits]
+  if compilation.background_workers() > 1:
+    jobs = [compile_jobs(r, est, step_fn, state_shape, rule_list, seeds, projections, dx, dy,
+                         tags) for _, est, step_fn, _, state_shape, tags in credits]
+    futures = iter(compilation.in_background([job for credit in jobs for job in credit]))
+    compiled = [[next(futures) for _ in credit] for credit in jobs]
+  rows, curves = [], []
+  for (name, est, step_fn, init_fn, state_shape, tags), programs in zip(credits, compiled):
     cost = update_cost(step_fn, state_shape, (r.dataset.x_train, r.dataset.y_train,
                                               jax.random.PRNGKey(0), jnp.int32(0),
                                               jnp.float32(0.0), projections),
                        spec, state_shape.params, r.dataset.x_train[:cfg.batch_size])
     state = initial_state(r, est, init_fn, seeds)
+    for program in programs:
+      program.result()
+    finals, curve = train_students(r, est, state, step_fn, rule_list, seeds, projections,
+                                   dx, dy, tags)
+    rows += [dict(final, **cost) for final in finals]
+    curves += curve
     for rule in rule_list:
-      eta = float(cfg.eta) if rule in rules_lib.USES_ETA else None
-      tags = [dict(credit=name, rule=rule, eta=eta, seed=seed, steps=cfg.steps,
-                   **option_tags(config.credit), update_embed=bool(cfg.update_embed),
-                   **({"M": config.credit.M} if name in estimators.USES_M else {}))
-              for seed in seeds]
-      finals, curve = train_seeds(r, est, state, step_fn, rule, eta, seeds, projections,
-                                  dx, dy, tags)
-      rows += [dict(final, **cost) for final in finals]
-      curves += curve
-      logging.info("local training %s %s: %s", name, rule, [f.get("test_accuracy") for f in finals])
+      logging.info("local training %s %s: %s", name, rule,
+                   [f.get("test_accuracy") for f in finals if f["rule"] == rule])
     # Results so far, after every credit: a long run that is stopped keeps its table.
     summary, meta = _write(r, rows)
   plot(workdir, summary, curves)
@@ -351,8 +445,9 @@ def _write(r, rows: list[dict]) -> tuple[list[dict], dict]:
                           flops="matmul FLOPs of one student update, counted from its jaxpr",
                           vmap_seeds=r.config.vmap_seeds,
                           estimator_warmup_steps=r.config.local_train.estimator_warmup_steps,
-                          ms_per_update="per seed: when seeds train together, the chunk's time "
-                                        "over the number of seeds",
+                          vmap_rules=r.config.local_train.vmap_rules,
+                          ms_per_update="per student: when students (rules x seeds) train "
+                                        "together, the chunk's time over their number",
                           train_seconds="training chunks only; evaluation and compilation "
                                         "excluded")
   outputs.write_results(r.workdir, summary + rows, meta, columns=TABLE)
