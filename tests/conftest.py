@@ -1,4 +1,7 @@
 """Shared tiny fixtures: a small student, a batch, and a config that runs in seconds."""
+import collections
+import contextlib
+
 import jax
 import pytest
 
@@ -21,6 +24,28 @@ def batch(spec):
   x = jax.random.normal(kx, (16, spec.in_dim))
   y = jax.random.randint(ky, (16,), 0, spec.num_outputs)
   return x, y
+
+
+@contextlib.contextmanager
+def _count_backend_compiles():
+  compiles = collections.Counter()
+
+  def listen(event, duration, fun_name="?", **unused):
+    del duration, unused
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles[fun_name] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    yield compiles
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+
+
+@pytest.fixture
+def backend_compiles():
+  """A context manager counting XLA backend compiles per jitted function name in its body."""
+  return _count_backend_compiles
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from creditfield import rules as rules_lib
 from creditfield import sampling
 from creditfield import seeds as seeds_lib
 from creditfield import student as student_lib
+from creditfield.infra import compilation
 from creditfield.infra import run as run_lib
 from creditfield.infra import validation
 from creditfield.studies import common
@@ -170,35 +171,23 @@ def test_every_rule_and_seed_in_one_program_gives_the_rows_of_one_at_a_time(tmp_
   assert abs(seeds[0] - seeds[1]) > 1e-4, seeds
 
 
-def test_credits_compile_in_the_background_once_each(tmp_path, monkeypatch):
+def test_credits_compile_in_the_background_once_each(tmp_path, monkeypatch, backend_compiles):
   """With several compile threads every credit's chunk and evaluation program compile in the
   background while earlier credits train: each once (lowered for the states' shapes as the
   study places them, so the training finds them compiled), the rows those of compiling each
   credit's programs when it starts."""
-  import collections  # pylint: disable=g-import-not-at-top
-  from creditfield.infra import compilation  # pylint: disable=g-import-not-at-top
   counts, rows, submitted = {}, {}, []
   in_background = compilation.in_background
   monkeypatch.setattr(compilation, "in_background",
                       lambda jobs: submitted.append(len(jobs)) or in_background(jobs))
   for workers in (1, 3):
     monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
-    compiles = collections.Counter()
-
-    def listen(event, duration, fun_name="?", **unused):
-      del duration, unused
-      if event == "/jax/core/compile/backend_compile_duration":
-        compiles[fun_name] += 1
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-      config = _config(rules="inner_product,cosine")
-      config.update(dict(num_seeds=2))
-      config.credit.names = "identity,vector_field"
-      config.compile_cache.dir = "none"
+    config = _config(rules="inner_product,cosine")
+    config.update(dict(num_seeds=2))
+    config.credit.names = "identity,vector_field"
+    config.compile_cache.dir = "none"
+    with backend_compiles() as compiles:
       run_lib.run_experiment(config, str(tmp_path / str(workers)))
-    finally:
-      jax.monitoring.unregister_event_duration_listener(listen)
     counts[workers] = {k: compiles[k] for k in ("jit(chunk)", "jit(run)")}
     with open(tmp_path / str(workers) / "results.json") as f:
       rows[workers] = [{k: v for k, v in r.items() if "seconds" not in k and "ms_" not in k}

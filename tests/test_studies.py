@@ -1,6 +1,4 @@
 """The pivot and Phase 6C studies end to end at their `runlocal` size."""
-import collections
-import contextlib
 import json
 import os
 import subprocess
@@ -30,23 +28,6 @@ def _run(name, workdir, **overrides):
   run_lib.run_experiment(config, str(workdir))
   with open(os.path.join(workdir, "results.json")) as f:
     return json.load(f)
-
-
-@contextlib.contextmanager
-def _backend_compiles():
-  """Counts XLA backend compiles per jitted function name inside the `with` body."""
-  compiles = collections.Counter()
-
-  def listen(event, duration, fun_name="?", **unused):
-    del duration
-    if event == "/jax/core/compile/backend_compile_duration":
-      compiles[fun_name] += 1
-
-  jax.monitoring.register_event_duration_secs_listener(listen)
-  try:
-    yield compiles
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listen)
 
 
 def test_pivot_runlocal_has_learned_estimators_with_quality_metrics(tmp_path):
@@ -97,7 +78,7 @@ def test_phase6c_runlocal_covers_its_credits_and_every_rule(phase6c_runlocal):
 
 
 def test_phase6_compiles_each_program_once_in_the_background_and_times_its_stages(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch, backend_compiles):
   """Every kind of credit (free, exact, the dial, learned): the parameters' shapes are known
   before training, so the programs compile in the background and none is compiled again.
   One compile thread (2 cores): one switch, the estimators compiling their own programs beside
@@ -106,7 +87,7 @@ def test_phase6_compiles_each_program_once_in_the_background_and_times_its_stage
   rows = {}
   for workers in (1, 3):
     monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
-    with _backend_compiles() as compiles:
+    with backend_compiles() as compiles:
       rows[workers] = _run("phase6a", tmp_path / str(workers), **{
           "credit.names": "oracle,dfa,vector_field,zero,oracle_dial", "phase6.k": 2,
           "phase6.compile_groups": 0, "compile_cache.dir": "none"})["rows"]
@@ -224,14 +205,15 @@ def test_phase6_over_snapshots_pairs_them_and_gives_intervals_over_snapshots(
   assert expected and all(merged[key(r)[:4]] == r for r in expected)
 
 
-def test_pivot_compiles_its_entries_in_the_background_once_each(tmp_path, monkeypatch):
+def test_pivot_compiles_its_entries_in_the_background_once_each(tmp_path, monkeypatch,
+                                                                backend_compiles):
   """With several compile threads every entry's training programs compile in the background
   while earlier entries train: the same programs as compiling each before its training (none
   twice), and the same Gamma."""
   counts, results = {}, {}
   for workers in (1, 3):
     monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
-    with _backend_compiles() as compiles:
+    with backend_compiles() as compiles:
       rows = _run("pivot", tmp_path / str(workers), **{
           "compile_cache.dir": "none", "credit.names": "identity,scalar_bridge,vector_field",
           "ablation.enabled": False})["rows"]
