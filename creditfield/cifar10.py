@@ -23,6 +23,8 @@ import os
 from typing import Sequence
 
 from absl import logging
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from creditfield import dataset as dataset_lib
@@ -212,20 +214,34 @@ def _read_splits_via_cache(builder, path: str):
 
 
 def normalise(train_u8, test_u8):
-  """[0, 1] scaling, per-channel standardisation with training statistics, flattening."""
+  """[0, 1] scaling, per-channel standardisation with training statistics, flattening: device
+  arrays, computed on the device from the uint8 images (a quarter of float32's transfer; on 2
+  CPU cores 0.4 s against 8 s in NumPy)."""
+  train, test = jnp.asarray(train_u8), jnp.asarray(test_u8)
   # The statistics from each channel's histogram, exact in integers (a float32 sum over 51M
-  # pixels saturates; float64 over the whole array took 7-9 s on 2 cores); each of the 256
-  # values of a channel then maps through one float32 table, the arithmetic of doing it per
-  # pixel.
-  pixels = train_u8.reshape(-1, 3)
-  counts = np.stack([np.bincount(pixels[:, c], minlength=256) for c in range(3)])
+  # pixels saturates); each of the 256 values of a channel then maps through one float32
+  # table, the arithmetic of doing it per pixel.
+  counts = np.asarray(_channel_histograms(train), np.int64)
+  num_pixels = counts[0].sum()
   values = np.arange(256, dtype=np.int64)
-  mean = (counts @ values) / (255.0 * len(pixels))
-  std = np.sqrt((counts @ values**2) / (255.0**2 * len(pixels)) - mean**2)
+  mean = (counts @ values) / (255.0 * num_pixels)
+  std = np.sqrt((counts @ values**2) / (255.0**2 * num_pixels) - mean**2)
   table = (np.arange(256, dtype=np.float32)[:, None] / np.float32(255.0)
            - mean.astype(np.float32)) / std.astype(np.float32)
-  flat = lambda a: table[a, np.arange(3)].reshape(len(a), -1)
-  return flat(train_u8), flat(test_u8)
+  return _through_table(train, table), _through_table(test, table)
+
+
+@jax.jit
+def _channel_histograms(x_u8):
+  """(N, ..., 3) uint8 images -> (3, 256) int32 counts of each channel's values."""
+  return jnp.zeros((3, 256), jnp.int32).at[
+      jnp.arange(3), x_u8.reshape(-1, 3).astype(jnp.int32)].add(1)
+
+
+@jax.jit
+def _through_table(x_u8, table):
+  """(N, 32, 32, 3) uint8 images -> (N, 3072) float32: each channel's value through `table`."""
+  return table[x_u8.astype(jnp.int32), jnp.arange(3)].reshape(x_u8.shape[0], -1)
 
 
 def load(config) -> dataset_lib.Dataset:
@@ -258,9 +274,8 @@ def load(config) -> dataset_lib.Dataset:
                     f"{_OPTIONS}") from e
   x_train, x_test = normalise(x_train, x_test)
   logging.info("CIFAR-10 from %s: %d train, %d test.", source, len(y_train), len(y_test))
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   return dataset_lib.Dataset(
       name="cifar10", task="classification", num_outputs=len(CLASSES),
-      x_train=jnp.asarray(x_train), y_train=jnp.asarray(y_train),
-      x_test=jnp.asarray(x_test), y_test=jnp.asarray(y_test), fingerprint=fingerprint,
+      x_train=x_train, y_train=jnp.asarray(y_train),
+      x_test=x_test, y_test=jnp.asarray(y_test), fingerprint=fingerprint,
       image_shape=(32, 32, 3))
