@@ -457,6 +457,43 @@ def test_a_stopped_local_training_resumes_to_the_uninterrupted_result(tmp_path):
   assert sum(r.get("phase") == "local_eval" for r in logged) == whole_evals == 20
 
 
+def _pivot_command(workdir):
+  return ["--config=configs/pivot.py:synthetic,runlocal", "--config.estimator.steps=400",
+          f"--workdir={workdir}"]
+
+
+def test_a_stopped_pivot_resumes_its_entries_to_the_uninterrupted_result(tmp_path):
+  """Each credit-quality entry is a resumable unit: a pivot stopped after some entries were
+  measured and while a learned one trains resumes there (measured entries are not trained
+  again, the training from its saved state) and ends with the uninterrupted run's rows."""
+  proc = _main(*_pivot_command(tmp_path / "killed"))
+  entries = tmp_path / "killed" / "entries"
+  deadline = time.time() + 240
+  # Five main entries measured (the last a learned one, scalar_bridge): vector_field trains.
+  while time.time() < deadline and len(list(entries.glob("*/finished.json"))) < 5:
+    time.sleep(0.05)
+  time.sleep(1.0)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=60)
+  finished_before = {p.parent.name for p in entries.glob("*/finished.json")}
+  assert proc.returncode != 0 and "Traceback" not in stderr, stderr[-2000:]
+  assert 5 <= len(finished_before) < 8, finished_before  # stopped mid-way
+  whole = _main(*_pivot_command(tmp_path / "whole"))
+  assert whole.wait(timeout=300) == 0, whole.stderr.read()[-2000:]
+  resumed = _main(*_pivot_command(tmp_path / "killed"))
+  log = resumed.communicate(timeout=300)[1]
+  assert resumed.returncode == 0, log[-2000:]
+  assert "estimator scalar_bridge" not in log  # measured before the stop: not trained again
+  if "stopped by SIGTERM at step" in stderr:  # the stop came while vector_field trained
+    assert "training: resuming from step" in log, log[-2000:]
+  rows = lambda w: [r for r in json.loads((w / "results.json").read_text())["rows"]
+                    if isinstance(r.get("seed"), int)]
+  measured = lambda r: (r["study"], r["credit"], r.get("M"), r.get("variant"), r["layer"],
+                        r["gamma"], r["rho"], r["nudge"])
+  assert [measured(r) for r in rows(tmp_path / "killed")] == [
+      measured(r) for r in rows(tmp_path / "whole")]
+
+
 def test_a_full_disk_while_checkpointing_is_one_paragraph(tmp_path, monkeypatch, capsys):
   """Orbax raising the OS's ENOSPC mid-save (as a full disk does) ends the run with one
   paragraph naming the checkpoint and what to do, not a traceback."""

@@ -1,8 +1,8 @@
 """Resumable training units: the state of a long loop saved at chunk boundaries, and the
 record of a finished unit, so a stopped study resumes where it stopped (issue 28).
 
-A unit (local training's credit x rule x seed group, an estimator's training) lives in a
-folder of its own:
+A unit (local training's group of students, an estimator's training, a credit-quality entry)
+lives in a folder of its own:
   progress.json   {"step", "extra"}: the newest saved state's step, and what the caller keeps
                   with it (its curve so far); written once that state is complete
   state_<step>/   the state (Orbax); the previous one is deleted once the next is written
@@ -73,6 +73,7 @@ class Unit:
     if not distributed.is_writer():
       return
     if record is not None:
+      os.makedirs(self.directory, exist_ok=True)  # a unit may finish without a saved state
       outputs.write_text(self._finished_path, json.dumps(record))
     progress = _read(self._progress_path)
     if progress:

@@ -4,14 +4,18 @@ For each seed and estimator (and M, for estimators that use directions): train t
 estimator against the frozen student if it learns (logging 1 - R^2 of its targets and
 Gamma on a training and a held-out batch as it goes), take its credit on a held-out
 batch and measure gamma, gamma_weighted, rho and nudge against the oracle, per layer,
-as the mean over hidden layers and at the terminal layer.
+as the mean over hidden layers and at the terminal layer. Each entry is a resumable unit
+(`entries/<name>_M<M>_<hash>/`): its training saves its state as it goes and its measurement
+when it ends, so a stopped study rerun with the same command resumes where it stopped.
 """
 import dataclasses
+import hashlib
 import os
 import time
 
 from absl import logging
 import jax
+import numpy as np
 
 from creditfield import diagnostics
 from creditfield import estimator_training
@@ -23,6 +27,7 @@ from creditfield.infra import compilation
 from creditfield.infra import errors
 from creditfield.infra import outputs
 from creditfield.infra import plots
+from creditfield.infra import resumable
 from creditfield.studies import common
 
 TABLE = ("study", "credit", "M", "steps", "conditioning", "targets", "variant", "layer",
@@ -196,9 +201,10 @@ def _keys(entry: Entry, seeds):
   return seeds_lib.keys(lambda seed: rng.estimator_stream(seed, entry.name, entry.M), seeds)
 
 
-def _measure(r, config, entry, est, seeds, student_params, batches):
+def _measure(r, config, entry, est, seeds, student_params, batches, resume_dir):
   """Trains (if learned) and measures one entry for every seed (trained together, as one
-  program, with `config.vmap_seeds`); returns per seed (per-layer quality, extra row keys)."""
+  program, with `config.vmap_seeds`; its state saved in `resume_dir` to resume from); returns
+  per seed (per-layer quality, extra row keys)."""
   keys = _keys(entry, seeds)
   last = {}
 
@@ -213,7 +219,7 @@ def _measure(r, config, entry, est, seeds, student_params, batches):
       [entry_tags(entry, est.learned, seed) for seed in seeds], vmapped=config.vmap_seeds,
       on_metrics=record, skip_nonfinite=config.skip_nonfinite, image_shape=r.dataset.image_shape,
       monitors=[gamma_monitor(r, est, student_params, seed, rng.stream(keys[i], "eval"))
-                for i, seed in enumerate(seeds)])
+                for i, seed in enumerate(seeds)], resume_dir=resume_dir)
   jax.block_until_ready(phis)
   seconds = (time.perf_counter() - tic) / len(seeds)
   out = []
@@ -226,6 +232,24 @@ def _measure(r, config, entry, est, seeds, student_params, batches):
               if est.learned else {})
     out.append((quality, extras))
   return out
+
+
+def entry_unit(workdir: str, entry: Entry) -> resumable.Unit:
+  """The resumable unit of an entry: its training's saved state, then its measurement."""
+  digest = hashlib.sha256(repr(entry.key()).encode()).hexdigest()[:10]
+  return resumable.Unit(os.path.join(workdir, "entries", f"{entry.name}_M{entry.M}_{digest}"))
+
+
+def _to_record(measured: list) -> list[dict]:
+  """An entry's per-seed (quality, extras) as JSON; `_from_record` gives them back exactly."""
+  return [dict(quality={k: (np.asarray(v).tolist(), np.asarray(v).dtype.name)
+                        for k, v in quality.items()}, extras=extras)
+          for quality, extras in measured]
+
+
+def _from_record(record: list[dict]) -> list:
+  return [({k: np.asarray(v, dtype) for k, (v, dtype) in seed["quality"].items()},
+           seed["extras"]) for seed in record]
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -282,9 +306,11 @@ def run(config, workdir: str) -> dict:
   batches = [common.diagnostics_batch(r, seed) for seed in seeds]
   # Every entry's training programs compile in background threads, in the entries' order, while
   # the first ones train (one thread: each entry compiles its own as it comes).
+  units = {e.key(): entry_unit(workdir, e) for e in todo}
   compiled = {}
   if compilation.background_workers() > 1:
-    unique = list({e.key(): e for e in todo}.values())
+    unique = [e for e in {e.key(): e for e in todo}.values()
+              if units[e.key()].finished() is None]
     jobs = [(e.key(), job) for e in unique for job in training_jobs(
         r, built[e.key()], entry_config(config, e).estimator, _keys(e, seeds), student_params,
         seeds)]
@@ -293,11 +319,18 @@ def run(config, workdir: str) -> dict:
   rows = []
   measured = {}  # entry.key() -> per seed (quality, extras): ablation points equal to main ones
   for entry in todo:
-    if entry.key() not in measured:
+    unit = units[entry.key()]
+    if entry.key() in measured:
+      pass
+    elif unit.finished() is not None:  # measured by an earlier run of this workdir
+      measured[entry.key()] = _from_record(unit.finished())
+    else:
       for future in compiled.get(entry.key(), []):
         future.result()
       measured[entry.key()] = _measure(r, config, entry, built[entry.key()], seeds,
-                                       student_params, batches)
+                                       student_params, batches,
+                                       os.path.join(unit.directory, "training"))
+      unit.finish(_to_record(measured[entry.key()]))
     for seed, (quality, extras) in zip(seeds, measured[entry.key()]):
       entry_rows = diagnostics.layer_rows(
           dict(entry_tags(entry, "estimator_loss" in extras, seed), **extras), quality)
@@ -313,7 +346,8 @@ def run(config, workdir: str) -> dict:
                             student=checkpoints.spec_to_json(r.spec), vmap_seeds=config.vmap_seeds,
                             seconds="estimator training wall time per seed (the seeds of an "
                                     "entry train together), compilation included unless it "
-                                    "ran in the background (several compile threads)",
+                                    "ran in the background (several compile threads); of the "
+                                    "last run only where a stopped run resumed",
                             layers="integers 0..L-1; mean = mean over those hidden layers; "
                                    "terminal = layer L")
     outputs.write_results(workdir, summary + rows, meta, columns=TABLE)
