@@ -319,18 +319,18 @@ def run(config, workdir: str) -> dict:
   rows = []
   measured = {}  # entry.key() -> per seed (quality, extras): ablation points equal to main ones
   for entry in todo:
-    unit = units[entry.key()]
-    if entry.key() in measured:
-      pass
-    elif unit.finished() is not None:  # measured by an earlier run of this workdir
-      measured[entry.key()] = _from_record(unit.finished())
-    else:
-      for future in compiled.get(entry.key(), []):
-        future.result()
-      measured[entry.key()] = _measure(r, config, entry, built[entry.key()], seeds,
-                                       student_params, batches,
-                                       os.path.join(unit.directory, "training"))
-      unit.finish(_to_record(measured[entry.key()]))
+    if entry.key() not in measured:
+      unit = units[entry.key()]
+      record = unit.finished()  # measured by an earlier run of this workdir
+      if record is None:
+        for future in compiled.get(entry.key(), []):
+          future.result()
+        measured[entry.key()] = _measure(r, config, entry, built[entry.key()], seeds,
+                                         student_params, batches,
+                                         os.path.join(unit.directory, "training"))
+        unit.finish(_to_record(measured[entry.key()]))
+      else:
+        measured[entry.key()] = _from_record(record)
     for seed, (quality, extras) in zip(seeds, measured[entry.key()]):
       entry_rows = diagnostics.layer_rows(
           dict(entry_tags(entry, "estimator_loss" in extras, seed), **extras), quality)
