@@ -45,6 +45,15 @@ def check_batch_sizes(config, num_devices: int) -> None:
             "a device count that divides it.")
 
 
+def replicated_shapes(shapes, lead: tuple[int, ...] = ()):
+  """`jax.ShapeDtypeStruct`s of the pytree `shapes`, `lead` axes in front, replicated on the
+  current mesh as the run's parameters and states are: a program lowered for unplaced shapes
+  is another program than the one the arrays call (it was compiled twice: 160 s on an H200)."""
+  replicated = jax.sharding.NamedSharding(jax.sharding.get_mesh(), P())
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(tuple(lead) + tuple(s.shape), s.dtype,
+                                                     sharding=replicated), shapes)
+
+
 def shard_batch(x: jax.Array, axis: int = 0) -> jax.Array:
   """Constrains `x` to be split over the `data` mesh axis along `axis` (no mesh: no-op)."""
   if jax.sharding.get_abstract_mesh().empty:

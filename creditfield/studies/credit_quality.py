@@ -28,6 +28,7 @@ from creditfield.infra import errors
 from creditfield.infra import outputs
 from creditfield.infra import plots
 from creditfield.infra import resumable
+from creditfield.infra import sharding
 from creditfield.studies import common
 
 TABLE = ("study", "credit", "M", "steps", "conditioning", "targets", "variant", "layer",
@@ -162,19 +163,12 @@ def gamma_monitor(r, est, student_params, seed: int, key):
 
 def parameter_shapes(r, est, estimator_cfg, key, student_params, num_seeds: int):
   """The shapes (`jax.ShapeDtypeStruct`) of the estimator's parameters stacked over seeds, as
-  its training returns them, without training or initialising anything (`key`: any of its
-  keys).
-
-  Their sharding too: arrays made under the study's mesh are replicated on it, and a program
-  lowered for unplaced inputs is another program (it was compiled twice: 160 s on an H200).
-  """
+  its training returns them and placed as it places them (`sharding.replicated_shapes`),
+  without training or initialising anything (`key`: any of its keys)."""
   one = jax.eval_shape(lambda key: estimator_training.initial_params(
       est, key, student_params, r.dataset.x_train, r.dataset.y_train, estimator_cfg.batch_size),
                        key)
-  replicated = jax.sharding.NamedSharding(jax.sharding.get_mesh(),
-                                          jax.sharding.PartitionSpec())
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct((num_seeds,) + s.shape, s.dtype,
-                                                     sharding=replicated), one)
+  return sharding.replicated_shapes(one, (num_seeds,))
 
 
 def training_jobs(r, est, estimator_cfg, keys, student_params, seeds) -> list:

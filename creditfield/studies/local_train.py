@@ -35,6 +35,7 @@ from creditfield.infra import flops
 from creditfield.infra import outputs
 from creditfield.infra import plots
 from creditfield.infra import resumable
+from creditfield.infra import sharding
 from creditfield.studies import common
 
 OPTIONS = ("correction", "correction_M", "correction_directions", "correction_layers", "radial",
@@ -347,10 +348,7 @@ def compile_jobs(r, est, step_fn, state_shape, rule_list, seeds, projections, dx
   for the states' shapes (`state_shape`: one student's, placed as the study places them) and
   the real data, so they are the programs the training calls."""
   cfg = r.config.local_train
-  replicated = jax.sharding.NamedSharding(jax.sharding.get_mesh(), jax.sharding.PartitionSpec())
-  place = lambda shape, lead=(): jax.ShapeDtypeStruct(lead + shape.shape, shape.dtype,
-                                                      sharding=replicated)
-  state_S = jax.tree.map(lambda s: place(s, (len(seeds),)), state_shape)
+  state_S = sharding.replicated_shapes(state_shape, (len(seeds),))
   keys = _keys(seeds)
   steps = jnp.arange(cfg.eval_every)
   programs = {}  # group size -> (step function, state, data): groups of one size share one
@@ -361,9 +359,9 @@ def compile_jobs(r, est, step_fn, state_shape, rule_list, seeds, projections, dx
   jobs = [lambda fn=fn, state=state, data=data:
           training_loop.jitted_chunk(fn).lower(state, steps, data).compile()
           for fn, state, data in programs.values()]
-  params = jax.tree.map(place, state_shape.params)
-  phi = jax.tree.map(place, jax.eval_shape(
-      lambda e: estimator_training.credit_params(e, r.config.estimator), state_shape.estimator))
+  params = sharding.replicated_shapes(state_shape.params)
+  phi = sharding.replicated_shapes(
+      estimator_training.credit_params(state_shape.estimator, r.config.estimator))
   k_eval = rng.step_key(rng.stream(keys[0], "quality"), cfg.eval_every)
   evaluation = update_diagnostics.program(est, r.config.diagnostics, cfg.update_embed, True)
   jobs.append(lambda: evaluation.lower(*update_diagnostics.program_args(
