@@ -95,6 +95,8 @@ def test_local_train_config_errors_name_the_key():
     validation.validate(_config(estimator_batch="other"))
   with pytest.raises(ValueError, match="Unknown local rule"):
     validation.validate(_config(rules="inner_product,hebbian"))
+  with pytest.raises(validation.ConfigError, match="local_train.vmap_rules"):
+    validation.validate(_config(vmap_rules=None))  # ConfigDict lets None through
 
 
 def test_runlocal_study_has_every_credit_and_rule_and_backprop_learns(tmp_path):

@@ -188,6 +188,8 @@ def validate(config) -> None:
              f"{t.estimator_warmup_steps}.")
     _require(t.eval_every >= 1 and t.steps % t.eval_every == 0,
              f"config.local_train.eval_every ({t.eval_every}) must divide steps ({t.steps}).")
+    _require(isinstance(t.vmap_rules, bool),
+             f"config.local_train.vmap_rules must be True or False, got {t.vmap_rules!r}.")
 
 
 # The studies that run over several snapshots (the others take one).
