@@ -207,19 +207,25 @@ def test_phase6_over_snapshots_pairs_them_and_gives_intervals_over_snapshots(
 
 def test_pivot_compiles_its_entries_in_the_background_once_each(tmp_path, monkeypatch,
                                                                 backend_compiles):
-  """With several compile threads every entry's training programs compile in the background
-  while earlier entries train: the same programs as compiling each before its training (none
-  twice), and the same Gamma."""
-  counts, results = {}, {}
+  """With several compile threads every entry's training and quality programs compile in the
+  background while earlier entries run: the same programs as compiling each as its entry comes
+  (none twice, also for dfa's fixed feedback parameters), and the same Gamma."""
+  counts, results, submitted = {}, {}, []
+  in_background = compilation.in_background
+  monkeypatch.setattr(compilation, "in_background",
+                      lambda jobs: submitted.append(len(jobs)) or in_background(jobs))
   for workers in (1, 3):
     monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
     with backend_compiles() as compiles:
       rows = _run("pivot", tmp_path / str(workers), **{
-          "compile_cache.dir": "none", "credit.names": "identity,scalar_bridge,vector_field",
+          "compile_cache.dir": "none", "credit.names": "identity,dfa,scalar_bridge,vector_field",
           "ablation.enabled": False})["rows"]
     counts[workers] = {k: compiles[k] for k in ("jit(chunk)", "jit(measure)")}
     results[workers] = [{k: v for k, v in r.items() if not k.startswith("seconds")}
                         for r in rows]
-  # The snapshot's training and the two learned estimators'; their monitors and identity's.
-  assert counts[3] == counts[1] == {"jit(chunk)": 3, "jit(measure)": 3}, counts
+  # The snapshot's training and the two learned estimators'; their monitors, identity's and dfa's.
+  assert counts[3] == counts[1] == {"jit(chunk)": 3, "jit(measure)": 4}, counts
+  # Only with 3 threads: a chunk and a quality program per learned estimator, a quality program
+  # per one that does not learn.
+  assert submitted == [2 * 2 + 2], submitted
   assert results[3] == results[1]

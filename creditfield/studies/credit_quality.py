@@ -179,15 +179,29 @@ def training_jobs(r, est, estimator_cfg, keys, student_params, seeds) -> list:
   if not est.learned or estimator_cfg.steps == 0:
     return []
   cfg = r.config
-  phi_S = parameter_shapes(r, est, estimator_cfg, keys[0], student_params, len(seeds))
-  x, y = common.diagnostics_batch(r, seeds[0])  # the monitor's batches all have this shape
-  monitor = diagnostics.quality_program(est, cfg.diagnostics)
   return [lambda: estimator_training.compile_seeds(
               est, student_params, r.dataset.x_train, r.dataset.y_train, estimator_cfg, keys,
               vmapped=cfg.vmap_seeds, skip_nonfinite=cfg.skip_nonfinite,
               image_shape=r.dataset.image_shape),
-          lambda: monitor.lower(seeds_lib.pick(phi_S, 0), student_params, x, y,
-                                rng.stream(keys[0], "eval")).compile()]
+          _quality_job(r, est, estimator_cfg, keys, student_params, seeds)]
+
+
+def measurement_jobs(r, est, estimator_cfg, keys, student_params, seeds) -> list:
+  """What measuring `est` compiles, as jobs for the background: `training_jobs`, or for an
+  estimator that does not learn its quality program alone (cold on the H200, the pivot's
+  entries that train nothing took 11-29 s each, waiting for their compiles one after another)."""
+  return (training_jobs(r, est, estimator_cfg, keys, student_params, seeds)
+          or [_quality_job(r, est, estimator_cfg, keys, student_params, seeds)])
+
+
+def _quality_job(r, est, estimator_cfg, keys, student_params, seeds):
+  """A job compiling `est`'s quality program (its monitor's and its measurement's) for its
+  parameters as training returns them."""
+  phi_S = parameter_shapes(r, est, estimator_cfg, keys[0], student_params, len(seeds))
+  x, y = common.diagnostics_batch(r, seeds[0])  # every seed's batches have this shape
+  program = diagnostics.quality_program(est, r.config.diagnostics)
+  return lambda: program.lower(seeds_lib.pick(phi_S, 0), student_params, x, y,
+                               rng.stream(keys[0], "eval")).compile()
 
 
 def _keys(entry: Entry, seeds):
@@ -298,14 +312,14 @@ def run(config, workdir: str) -> dict:
            for e in todo}
   student_params, snapshot_eval = common.student(r)
   batches = [common.diagnostics_batch(r, seed) for seed in seeds]
-  # Every entry's training programs compile in background threads, in the entries' order, while
-  # the first ones train (one thread: each entry compiles its own as it comes).
+  # Every entry's training and quality programs compile in background threads, in the entries'
+  # order, while the first ones run (one thread: each entry compiles its own as it comes).
   units = {e.key(): entry_unit(workdir, e) for e in todo}
   compiled = {}
   if compilation.background_workers() > 1:
     unique = [e for e in {e.key(): e for e in todo}.values()
               if units[e.key()].finished() is None]
-    jobs = [(e.key(), job) for e in unique for job in training_jobs(
+    jobs = [(e.key(), job) for e in unique for job in measurement_jobs(
         r, built[e.key()], entry_config(config, e).estimator, _keys(e, seeds), student_params,
         seeds)]
     for (key, _), future in zip(jobs, compilation.in_background([job for _, job in jobs])):
