@@ -189,7 +189,7 @@ def training_jobs(r, est, estimator_cfg, keys, student_params, seeds) -> list:
 def measurement_jobs(r, est, estimator_cfg, keys, student_params, seeds) -> list:
   """What measuring `est` compiles, as jobs for the background: `training_jobs`, or for an
   estimator that does not learn its quality program alone (cold on the H200, the pivot's
-  entries that train nothing took 11-29 s each, waiting for their compiles one after another)."""
+  entries that train nothing took 11-31 s each, waiting for their compiles one after another)."""
   return (training_jobs(r, est, estimator_cfg, keys, student_params, seeds)
           or [_quality_job(r, est, estimator_cfg, keys, student_params, seeds)])
 
