@@ -48,6 +48,26 @@ def backend_compiles():
   return _count_backend_compiles
 
 
+class _CompileThreads:
+  """Sets the background compile threads a study uses (`use(n)`) and records how many jobs
+  each of its `compilation.in_background` calls submitted (`submitted`)."""
+
+  def __init__(self, monkeypatch):
+    from creditfield.infra import compilation  # pylint: disable=g-import-not-at-top
+    self._monkeypatch, self._compilation, self.submitted = monkeypatch, compilation, []
+    in_background = compilation.in_background
+    monkeypatch.setattr(compilation, "in_background",
+                        lambda jobs: self.submitted.append(len(jobs)) or in_background(jobs))
+
+  def use(self, workers: int):
+    self._monkeypatch.setattr(self._compilation, "background_workers", lambda: workers)
+
+
+@pytest.fixture
+def compile_threads(monkeypatch):
+  return _CompileThreads(monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def phase6c_runlocal(tmp_path_factory):
   """One `phase6c.py:synthetic,runlocal` run shared by the tests that read its table."""

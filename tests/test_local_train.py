@@ -23,7 +23,6 @@ from creditfield import rules as rules_lib
 from creditfield import sampling
 from creditfield import seeds as seeds_lib
 from creditfield import student as student_lib
-from creditfield.infra import compilation
 from creditfield.infra import run as run_lib
 from creditfield.infra import validation
 from creditfield.studies import common
@@ -173,17 +172,15 @@ def test_every_rule_and_seed_in_one_program_gives_the_rows_of_one_at_a_time(tmp_
   assert abs(seeds[0] - seeds[1]) > 1e-4, seeds
 
 
-def test_credits_compile_in_the_background_once_each(tmp_path, monkeypatch, backend_compiles):
+def test_credits_compile_in_the_background_once_each(tmp_path, compile_threads,
+                                                     backend_compiles):
   """With several compile threads every credit's chunk and evaluation program compile in the
   background while earlier credits train: each once (lowered for the states' shapes as the
   study places them, so the training finds them compiled), the rows those of compiling each
   credit's programs when it starts."""
-  counts, rows, submitted = {}, {}, []
-  in_background = compilation.in_background
-  monkeypatch.setattr(compilation, "in_background",
-                      lambda jobs: submitted.append(len(jobs)) or in_background(jobs))
+  counts, rows = {}, {}
   for workers in (1, 3):
-    monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
+    compile_threads.use(workers)
     config = _config(rules="inner_product,cosine")
     config.update(dict(num_seeds=2))
     config.credit.names = "identity,vector_field"
@@ -194,7 +191,8 @@ def test_credits_compile_in_the_background_once_each(tmp_path, monkeypatch, back
     with open(tmp_path / str(workers) / "results.json") as f:
       rows[workers] = [{k: v for k, v in r.items() if "seconds" not in k and "ms_" not in k}
                        for r in json.load(f)["rows"]]
-  assert submitted == [4]  # three threads: both credits' chunk and evaluation programs
+  # three threads: both credits' chunk and evaluation programs
+  assert compile_threads.submitted == [4]
   assert counts[3] == counts[1] == {"jit(chunk)": 2, "jit(run)": 2}, counts
   assert rows[3] == rows[1]
 

@@ -11,7 +11,6 @@ import pytest
 from creditfield import config_defaults
 from creditfield import estimators
 from creditfield import rules
-from creditfield.infra import compilation
 from creditfield.infra import run as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +77,7 @@ def test_phase6c_runlocal_covers_its_credits_and_every_rule(phase6c_runlocal):
 
 
 def test_phase6_compiles_each_program_once_in_the_background_and_times_its_stages(
-    tmp_path, monkeypatch, backend_compiles):
+    tmp_path, compile_threads, backend_compiles):
   """Every kind of credit (free, exact, the dial, learned): the parameters' shapes are known
   before training, so the programs compile in the background and none is compiled again.
   One compile thread (2 cores): one switch, the estimators compiling their own programs beside
@@ -86,7 +85,7 @@ def test_phase6_compiles_each_program_once_in_the_background_and_times_its_stage
   are the same."""
   rows = {}
   for workers in (1, 3):
-    monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
+    compile_threads.use(workers)
     with backend_compiles() as compiles:
       rows[workers] = _run("phase6a", tmp_path / str(workers), **{
           "credit.names": "oracle,dfa,vector_field,zero,oracle_dial", "phase6.k": 2,
@@ -205,17 +204,14 @@ def test_phase6_over_snapshots_pairs_them_and_gives_intervals_over_snapshots(
   assert expected and all(merged[key(r)[:4]] == r for r in expected)
 
 
-def test_pivot_compiles_its_entries_in_the_background_once_each(tmp_path, monkeypatch,
+def test_pivot_compiles_its_entries_in_the_background_once_each(tmp_path, compile_threads,
                                                                 backend_compiles):
   """With several compile threads every entry's training and quality programs compile in the
   background while earlier entries run: the same programs as compiling each as its entry comes
   (none twice, also for dfa's fixed feedback parameters), and the same Gamma."""
-  counts, results, submitted = {}, {}, []
-  in_background = compilation.in_background
-  monkeypatch.setattr(compilation, "in_background",
-                      lambda jobs: submitted.append(len(jobs)) or in_background(jobs))
+  counts, results = {}, {}
   for workers in (1, 3):
-    monkeypatch.setattr(compilation, "background_workers", lambda workers=workers: workers)
+    compile_threads.use(workers)
     with backend_compiles() as compiles:
       rows = _run("pivot", tmp_path / str(workers), **{
           "compile_cache.dir": "none", "credit.names": "identity,dfa,scalar_bridge,vector_field",
@@ -227,5 +223,5 @@ def test_pivot_compiles_its_entries_in_the_background_once_each(tmp_path, monkey
   assert counts[3] == counts[1] == {"jit(chunk)": 3, "jit(measure)": 4}, counts
   # Only with 3 threads: a chunk and a quality program per learned estimator, a quality program
   # per one that does not learn.
-  assert submitted == [2 * 2 + 2], submitted
+  assert compile_threads.submitted == [2 * 2 + 2], compile_threads.submitted
   assert results[3] == results[1]
