@@ -7,6 +7,11 @@ Each argument is `cache:workdir`: `cold` for a run on a bare machine (empty comp
 cache, data not yet prepared), `warm` for the same command rerun after it. Writes a JSON
 list of rows {study, cache, wall_s, compile_s, stage_seconds, peak_memory_mb, device_kind,
 workdir, ...} (after the file's rows with --append) and prints the new ones as a table.
+
+A run stopped by a time limit and resumed by the same command writes run_stats.json only in
+its last process: `cache:workdir:S` adds S, the seconds the earlier processes ran (timed from
+outside), to its wall_s, and keeps both parts (`earlier_processes_wall_s`,
+`last_process_wall_s`); its compile_s and stage_seconds are the last process's.
 """
 import json
 import os
@@ -25,12 +30,22 @@ COLUMNS = ("study", "cache", "wall_s", "compile_s", "peak_memory_mb", "device_ki
 
 
 def row(argument: str) -> dict:
-  cache, sep, workdir = argument.partition(":")
-  if not sep or cache not in CACHES:
-    raise app.UsageError(f"{argument!r}: expected cache:workdir with cache in {CACHES}.")
+  cache, *rest = argument.split(":")
+  if cache not in CACHES or len(rest) not in (1, 2):
+    raise app.UsageError(f"{argument!r}: expected cache:workdir or cache:workdir:seconds with "
+                         f"cache in {CACHES}.")
+  workdir = rest[0]
   with open(os.path.join(workdir, run_stats.FILENAME)) as f:
     stats = json.load(f)
-  return dict(stats, cache=cache, workdir=os.path.basename(os.path.normpath(workdir)))
+  out = dict(stats, cache=cache, workdir=os.path.basename(os.path.normpath(workdir)))
+  if len(rest) == 2:
+    try:
+      earlier = float(rest[1])
+    except ValueError:
+      raise app.UsageError(f"{argument!r}: {rest[1]!r} is not the earlier processes' seconds.")
+    out.update(wall_s=earlier + stats["wall_s"], earlier_processes_wall_s=earlier,
+               last_process_wall_s=stats["wall_s"])
+  return out
 
 
 def main(argv):
