@@ -127,9 +127,13 @@ class CreditNet(nn.Module):
     table = self.param("layer_embedding", nn.initializers.normal(1.0),
                        (self.depth + 1, self.time_dim))
     position = jnp.clip(t_B * self.depth, 0, self.depth)
-    low = jnp.clip(jnp.floor(position), 0, self.depth - 1).astype(jnp.int32)
-    frac = (position - low)[:, None]
-    return (1 - frac) * table[low] + frac * table[low + 1]
+    low = jnp.clip(jnp.floor(position), 0, self.depth - 1)[:, None]
+    frac = position[:, None] - low
+    # Interpolation weights times the table, not table[low]: a gather's gradient is a
+    # scatter-add, which a GPU sums in no fixed order (docs/benchmarks/h200_2026-12-03e.md).
+    layers = jnp.arange(self.depth + 1)
+    weights_BxL = (1 - frac) * (layers == low) + frac * (layers == low + 1)
+    return (weights_BxL[:, :, None] * table).sum(1)
 
   @nn.compact
   def __call__(self, h_BxD, t_B, s_BxS):

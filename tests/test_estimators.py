@@ -131,3 +131,43 @@ def test_credit_scale_is_each_samples_delta_L_norm_floored_by_the_batch():
   np.testing.assert_allclose(credit_net.credit_scale("delta_L", d, 0.1)[:, 0],
                              [5.0, 0.1 * rms, 0.5], rtol=1e-5)
   np.testing.assert_array_equal(credit_net.credit_scale("none", d, 0.1), jnp.ones((3, 1)))
+
+
+def test_learned_layer_embedding_interpolates_its_table_between_layers():
+  """At t = l/L the net sees table row l alone; at the midpoint of layers l and l+1, their
+  mean (smoothness evaluates there)."""
+  from creditfield import credit_net  # pylint: disable=g-import-not-at-top
+  depth = 3
+  net = credit_net.CreditNet(hidden=(8,), out_dim=2, depth=depth)
+  h, s = jax.random.normal(jax.random.PRNGKey(0), (4, 5)), jnp.ones((4, 2))
+  phi = net.init(jax.random.PRNGKey(1), h, jnp.zeros(4), s)
+  table = phi["params"]["layer_embedding"]
+
+  def out(rows, t):
+    with_rows = {"params": dict(phi["params"], layer_embedding=rows)}
+    return net.apply(with_rows, h, jnp.full((4,), t), s)
+
+  for layer in range(depth):
+    np.testing.assert_allclose(out(table, layer / depth),
+                               out(jnp.broadcast_to(table[layer], table.shape), layer / depth),
+                               atol=1e-6)
+    mean = (table[layer] + table[layer + 1]) / 2
+    np.testing.assert_allclose(out(table, (layer + 0.5) / depth),
+                               out(jnp.broadcast_to(mean, table.shape), (layer + 0.5) / depth),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vector_field", "scalar_bridge", "dni"])
+def test_learned_credit_training_gradient_has_no_scatter_add_whose_indices_collide(
+    name, spec, params, batch):
+  """A scatter-add whose indices may repeat (a gather's gradient) sums on a GPU in no fixed
+  order: with one in the layer embedding, two H200 runs of the scalar bridge differed by 0.011
+  in Gamma (docs/benchmarks/h200_2026-12-03e.md). Scatters at distinct indices are exact."""
+  from creditfield import config_defaults  # pylint: disable=g-import-not-at-top
+  est = estimators.make(name, spec, config_defaults.base_config().credit)
+  acts = student_lib.activations(spec, params, *batch)
+  phi = est.init(jax.random.PRNGKey(2), params, acts)
+  loss = lambda p: est.loss(p, phi, params, acts, jax.random.PRNGKey(3))[0]
+  program = jax.jit(jax.grad(loss)).lower(phi).as_text()
+  scatters = [line for line in program.splitlines() if "stablehlo.scatter" in line]
+  assert all("unique_indices = true" in line for line in scatters), scatters
