@@ -42,7 +42,8 @@ def row(argument: str) -> dict:
     try:
       earlier = float(rest[1])
     except ValueError:
-      raise app.UsageError(f"{argument!r}: {rest[1]!r} is not the earlier processes' seconds.")
+      raise app.UsageError(
+          f"{argument!r}: {rest[1]!r} is not the earlier processes' seconds.") from None
     out.update(wall_s=earlier + stats["wall_s"], earlier_processes_wall_s=earlier,
                last_process_wall_s=stats["wall_s"])
   return out
